@@ -1,0 +1,2 @@
+"""napari-labelfx: label-efficient segmentation in napari."""
+__version__ = "0.1.0"

@@ -1,0 +1,149 @@
+"""``labelfx train`` and ``labelfx predict``: the batch side of what the Train panel does."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``labelfx train``."""
+    src = p.add_argument_group("data (either --images/--labels or --dataset)")
+    src.add_argument("--images", nargs="+", default=None, help="image files (TIFF, OME-TIFF, Zarr, PNG)")
+    src.add_argument("--labels", nargs="+", default=None, help="label files, one per image, same order")
+    src.add_argument("--kind", default="strong", choices=["strong", "scribble", "weak", "noisy"],
+                     help="what the label files are (default: %(default)s)")
+    src.add_argument("--classes", default=None,
+                     help="comma-separated foreground class names, label values 1..N (default: 'foreground')")
+    src.add_argument("--dataset", default=None, help="a dataset folder (images/, masks/, meta.json): all masks strong")
+    p.add_argument("--out", required=True, help="output model folder (best/ and last/ checkpoints)")
+    p.add_argument("--method", default="supervised", help="training method (default: %(default)s)")
+    p.add_argument("--preset", default="small", choices=["small", "medium", "large"])
+    p.add_argument("--iters", type=int, default=None, help="training iterations")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--patch", type=int, default=None, help="patch edge length in pixels")
+    p.add_argument("--spatial", default="2d", choices=["2d", "3d"], help="2d: images or annotated slices; 3d: 3D patches")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", default=None, help="a model folder to continue training from")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="method parameter (repeatable), e.g. --param lambda_ds=1.0")
+
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``labelfx predict``."""
+    p.add_argument("--model", required=True, help="model folder written by labelfx train or the Train panel")
+    p.add_argument("input", help="image file, volume, Zarr or OME-Zarr (level 0 is used)")
+    p.add_argument("output", help="output labels file: .tif/.tiff or .zarr (Zarr streams chunk by chunk)")
+    p.add_argument("--confidence", default=None, help="also write the confidence map to this .tif or .zarr")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--tile", type=int, default=None, help="tile edge length (default: the training patch size)")
+    p.add_argument("--device", default="auto")
+
+
+def _parse_params(pairs: list[str]) -> dict:
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--param expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _class_names(args: argparse.Namespace) -> list[str]:
+    names = [s.strip() for s in (args.classes or "foreground").split(",") if s.strip()]
+    return ["background", *names]
+
+
+def items_from_files(images: list[str], labels: list[str], kind: str, class_names: list[str]) -> list:
+    """Read image and label files into engine items through the annotation model."""
+    from .annotations.class_table import ClassTable
+    from .annotations.model import AnnotatedImage, AnnotationLayer, AnnotationSet
+    from .io.reader import read_image
+
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} label files: give one label file per image")
+    table = ClassTable.from_names(class_names[1:])
+    annotated = []
+    for img_path, lab_path in zip(images, labels):
+        img = read_image(img_path)
+        lab = read_image(lab_path)
+        data = np.asarray(img.data[0] if img.multiscale else img.data)
+        lab_data = np.asarray(lab.data[0] if lab.multiscale else lab.data)
+        layer = AnnotationLayer(name=Path(lab_path).name, kind=kind, data=lab_data)
+        annotated.append(AnnotatedImage(name=Path(img_path).stem, image=data, axes=img.axes, layers=[layer]))
+    return AnnotationSet(table, annotated).training_items()
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train from files or a dataset folder and write the model folder."""
+    from tqdm import tqdm
+
+    from .engine import TrainConfig, Trainer
+
+    if args.dataset:
+        from .evaluation.dataset import load_dataset
+        from .evaluation.derive import strong_items
+
+        ds = load_dataset(args.dataset)
+        items = strong_items(ds, list(range(len(ds))))
+        class_names = ds.class_names
+        multilabel = ds.task == "multilabel"
+    else:
+        if not args.images or not args.labels:
+            raise ValueError("give --images and --labels, or --dataset")
+        class_names = _class_names(args)
+        items = items_from_files(args.images, args.labels, args.kind, class_names)
+        multilabel = False
+    cfg = TrainConfig(method=args.method, preset=args.preset, spatial=args.spatial, device=args.device,
+                      seed=args.seed, output_dir=str(args.out), method_params=_parse_params(args.param))
+    if args.iters:
+        cfg.iterations = args.iters
+    if args.lr:
+        cfg.lr = args.lr
+    if args.batch:
+        cfg.batch_size = args.batch
+    if args.patch:
+        cfg.patch_size = (args.patch,) * (3 if args.spatial == "3d" else 2)
+    if args.resume:
+        cfg.resume_from = args.resume
+    t0 = time.time()
+    trainer = Trainer(cfg, items, class_names, multilabel=multilabel)
+    with tqdm(total=cfg.iterations, desc=f"labelfx train ({cfg.method})", unit="it") as bar:
+        result = trainer.run(progress=bar)
+    if result.stopped_reason.startswith("failed"):
+        raise ValueError(result.stopped_reason)
+    print(json.dumps({"best": str(result.best_dir), "last": str(result.last_dir),
+                      "seconds": round(time.time() - t0, 1), "reason": result.stopped_reason}))
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Apply a model folder to one input; Zarr outputs are streamed."""
+    from .inference import Predictor
+    from .io.reader import read_image
+    from .io.writer import write_labels
+
+    pred = Predictor.from_folder(args.model, device=args.device)
+    img = read_image(args.input)
+    data = img.data[0] if img.multiscale else img.data
+    chw = pred.to_channels_first(data, img.axes)
+    out = str(args.output)
+    roi = (args.tile,) * (chw.ndim - 1) if args.tile else None
+    if out.endswith(".zarr"):
+        pred.predict_to_zarr(chw, out, roi_size=roi, tta=args.tta, confidence_path=args.confidence)
+    else:
+        result = pred(np.asarray(chw), roi_size=roi, tta=args.tta)
+        write_labels(out, result.labels, scale=img.scale)
+        if args.confidence:
+            write_labels(args.confidence, result.confidence.astype(np.float32), scale=img.scale)
+    print(json.dumps({"output": out, "shape": list(chw.shape[1:])}))
+    return 0

@@ -1,0 +1,270 @@
+"""Run a :class:`~napari_labelfx.engine.trainer.Trainer` away from the GUI thread.
+
+The GUI (or CLI) talks to a :class:`TrainingRunner`: ``start()``, ``poll()`` for updates, ``pause()``,
+``resume()``, ``stop()``, ``send_items()`` for new annotations and ``request_preview()`` for what the
+person is looking at. Three modes share one worker function:
+
+* ``"process"`` (default): a spawned process. On few cores the GIL makes a training thread compete with
+  napari's event loop; a process keeps the viewer responsive (measured in ``benchmarks/ui_stall.py``).
+* ``"thread"``: a daemon thread, cheaper to start; used by tests and where spawning is not possible.
+* ``"sync"``: the worker runs inside ``start()``; for tests and scripts that want deterministic order.
+
+Every message is a plain :class:`~napari_labelfx.engine.updates.Update`; a crash of the worker, even a
+killed process, becomes a ``FAILED`` update with a reason, never an exception in the GUI.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .updates import Update, UpdateKind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingJob:
+    """Everything a worker needs to build a trainer (picklable)."""
+
+    config: dict
+    items: list
+    class_names: list[str]
+    multilabel: bool = False
+    num_threads: int | None = None
+    #: test hook: a dotted "module:function" factory used instead of the real Trainer
+    trainer_factory: str | None = None
+
+
+def _describe_error(exc: BaseException) -> str:
+    """A short human-readable reason for a worker failure."""
+    text = str(exc) or exc.__class__.__name__
+    low = text.lower()
+    if "out of memory" in low:
+        if "cuda" in low or "gpu" in low:
+            return "out of GPU memory: reduce the batch size or patch size, or use a smaller model"
+        return "out of memory: reduce the batch size or patch size, or use a smaller model"
+    return f"{exc.__class__.__name__}: {text}"
+
+
+def _resolve_factory(spec: str | None) -> Callable[..., Any]:
+    if spec is None:
+        from .trainer import Trainer
+
+        return Trainer
+    module, _, name = spec.partition(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def _command_loop(commands: Any, trainer: Any, done: threading.Event) -> None:
+    """Apply GUI commands to the trainer until the job ends (runs in a worker-side thread)."""
+    control = trainer.control
+    while not done.is_set():
+        try:
+            cmd, payload = commands.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        except (EOFError, OSError):  # the GUI side went away: stop training, keep the best model
+            control.stop()
+            return
+        if cmd == "pause":
+            control.pause()
+        elif cmd == "resume":
+            control.resume()
+        elif cmd == "stop":
+            control.stop()
+        elif cmd == "items":
+            trainer.set_items(payload)
+        elif cmd == "preview":
+            trainer.request_preview(*payload)
+
+
+def run_job(job: TrainingJob, commands: Any, updates: Any) -> None:
+    """Worker entry point: build the trainer, forward its updates, turn errors into FAILED updates."""
+    if job.num_threads:
+        import torch
+
+        torch.set_num_threads(job.num_threads)
+    done = threading.Event()
+    try:
+        from .trainer import TrainConfig
+
+        factory = _resolve_factory(job.trainer_factory)
+        trainer = factory(
+            TrainConfig.from_dict(job.config), job.items, job.class_names, multilabel=job.multilabel
+        )
+        listener = threading.Thread(target=_command_loop, args=(commands, trainer, done), daemon=True)
+        listener.start()
+        for upd in trainer.updates():
+            updates.put(upd)
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI as a message
+        log.debug("training worker failed", exc_info=True)
+        updates.put(
+            Update(
+                UpdateKind.FAILED,
+                data={
+                    "reason": _describe_error(exc),
+                    "error_type": exc.__class__.__name__,
+                    "traceback": traceback.format_exc(limit=20),
+                },
+            )
+        )
+    finally:
+        done.set()
+
+
+class TrainingRunner:
+    """Owns one background training job and its two queues (commands down, updates up)."""
+
+    def __init__(self, job: TrainingJob, mode: str = "process") -> None:
+        if mode not in ("process", "thread", "sync"):
+            raise ValueError(f"unknown runner mode {mode!r}: use 'process', 'thread' or 'sync'")
+        self.job = job
+        self.mode = mode
+        self._worker: Any = None
+        self._finished = False
+        self._failed_reported = False
+        if mode == "process":
+            ctx = mp.get_context("spawn")
+            self._commands: Any = ctx.Queue()
+            self._updates: Any = ctx.Queue()
+            self._ctx = ctx
+        else:
+            self._commands = queue.Queue()
+            self._updates = queue.Queue()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start training in the background (or to completion in ``sync`` mode)."""
+        if self._worker is not None:
+            raise RuntimeError("this runner was already started; create a new one")
+        if self.mode == "process":
+            self._worker = self._ctx.Process(
+                target=run_job, args=(self.job, self._commands, self._updates), daemon=True,
+                name="labelfx-training",
+            )
+            self._worker.start()
+        elif self.mode == "thread":
+            self._worker = threading.Thread(
+                target=run_job, args=(self.job, self._commands, self._updates), daemon=True,
+                name="labelfx-training",
+            )
+            self._worker.start()
+        else:
+            self._worker = "sync"
+            run_job(self.job, self._commands, self._updates)
+
+    @property
+    def running(self) -> bool:
+        """True while the worker is alive and has not reported FINISHED or FAILED."""
+        if self._worker is None or self._finished:
+            return False
+        if self.mode == "sync":
+            return False
+        return self._worker.is_alive() or not self._updates.empty()
+
+    def poll(self, max_items: int = 1000) -> list[Update]:
+        """Return the updates that arrived since the last call (never blocks)."""
+        out: list[Update] = []
+        for _ in range(max_items):
+            try:
+                upd = self._updates.get_nowait()
+            except queue.Empty:
+                break
+            except (EOFError, OSError):
+                break
+            if upd.kind in (UpdateKind.FINISHED, UpdateKind.FAILED):
+                self._finished = True
+            out.append(upd)
+        if not out and not self._finished and self._worker_died():
+            # A killed process (out of memory, segfault, kill -9) sends nothing: say so once.
+            self._finished = True
+            code = getattr(self._worker, "exitcode", None)
+            out.append(
+                Update(
+                    UpdateKind.FAILED,
+                    data={
+                        "reason": f"the training process ended unexpectedly (exit code {code}); "
+                        "your layers are untouched. Out of memory is the usual cause: try a smaller "
+                        "patch size, batch size or model.",
+                        "error_type": "WorkerDied",
+                    },
+                )
+            )
+        return out
+
+    def _worker_died(self) -> bool:
+        if self.mode != "process" or self._worker is None:
+            return False
+        if self._worker.is_alive():
+            return False
+        try:
+            return self._updates.empty()
+        except (OSError, ValueError):
+            return True
+
+    def wait(self, timeout: float | None = None) -> list[Update]:
+        """Block until the job ends (or ``timeout`` seconds); returns all updates received."""
+        import time
+
+        got: list[Update] = []
+        t0 = time.monotonic()
+        while not self._finished:
+            got.extend(self.poll())
+            if self._finished:
+                break
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                break
+            time.sleep(0.05)
+        got.extend(self.poll())
+        return got
+
+    # -- commands ------------------------------------------------------------------------------------
+    def _send(self, cmd: str, payload: Any = None) -> None:
+        if self._finished:
+            return
+        try:
+            self._commands.put((cmd, payload))
+        except (OSError, ValueError):
+            pass
+
+    def pause(self) -> None:
+        self._send("pause")
+
+    def resume(self) -> None:
+        self._send("resume")
+
+    def stop(self) -> None:
+        """Ask the trainer to stop after the current step; it keeps (and reports) the best model."""
+        self._send("stop")
+
+    def send_items(self, items: list) -> None:
+        """Replace the training data with newer annotations (applied before the next step)."""
+        self._send("items", items)
+
+    def request_preview(self, image_index: int, region: tuple | None) -> None:
+        """Ask for previews of ``region`` (tuple of slices) of item ``image_index``."""
+        self._send("preview", (image_index, region))
+
+    def terminate(self, timeout: float = 5.0) -> None:
+        """Stop and, if the worker does not end in ``timeout`` seconds, kill the process."""
+        self.stop()
+        if self.mode == "process" and self._worker is not None:
+            self._worker.join(timeout)
+            if self._worker.is_alive():
+                self._worker.kill()
+                self._worker.join(1.0)
+        elif self.mode == "thread" and self._worker is not None:
+            self._worker.join(timeout)
+
+
+def default_num_threads() -> int:
+    """Torch threads for a background worker: all cores; the GUI process mostly sleeps."""
+    return max(1, os.cpu_count() or 1)

@@ -1,0 +1,101 @@
+"""Dimension-generic building blocks (2D and 3D) for the UNet."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_nd(dims: int) -> type[nn.Module]:
+    """``nn.Conv2d`` or ``nn.Conv3d``."""
+    return nn.Conv2d if dims == 2 else nn.Conv3d
+
+
+def make_norm(kind: str, channels: int, dims: int) -> nn.Module:
+    """Normalisation layer by name; ``"none"`` gives an identity."""
+    if kind == "batch":
+        return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(channels)
+    if kind == "instance":
+        # affine + no running stats: behaves the same in train and eval, like GroupNorm
+        return (nn.InstanceNorm2d if dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
+    if kind == "group":
+        groups = min(8, channels)
+        while channels % groups:
+            groups -= 1
+        return nn.GroupNorm(groups, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+class ConvNormAct(nn.Sequential):
+    """3x3(x3) convolution -> normalisation -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, dims: int, norm: str) -> None:
+        # the conv bias is redundant before a normalisation layer with its own shift
+        conv = conv_nd(dims)(cin, cout, kernel_size=3, padding=1, bias=norm == "none")
+        super().__init__(conv, make_norm(norm, cout, dims), nn.ReLU(inplace=True))
+
+
+class DoubleConv(nn.Sequential):
+    """Two ConvNormAct layers: the unit of every UNet level."""
+
+    def __init__(self, cin: int, cout: int, dims: int, norm: str) -> None:
+        super().__init__(ConvNormAct(cin, cout, dims, norm), ConvNormAct(cout, cout, dims, norm))
+
+
+class Down(nn.Sequential):
+    """2x max-pool followed by a DoubleConv."""
+
+    def __init__(self, cin: int, cout: int, dims: int, norm: str) -> None:
+        pool = nn.MaxPool2d(2) if dims == 2 else nn.MaxPool3d(2)
+        super().__init__(pool, DoubleConv(cin, cout, dims, norm))
+
+
+class Up(nn.Module):
+    """2x upsampling of the coarser map, concatenation with the skip, DoubleConv.
+
+    ``mode="linear"`` interpolates (bi/trilinear) and lets the DoubleConv mix the concatenated channels;
+    ``mode="transpose"`` learns the upsampling with a stride-2 transposed convolution that also halves
+    the channels.
+    """
+
+    def __init__(self, cin: int, cskip: int, cout: int, dims: int, norm: str, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        if mode == "transpose":
+            tconv = nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d
+            self.up: nn.Module | None = tconv(cin, cskip, kernel_size=2, stride=2)
+            merged = 2 * cskip
+        elif mode == "linear":
+            self.up = None
+            self.interp = "bilinear" if dims == 2 else "trilinear"
+            merged = cin + cskip
+        else:
+            raise ValueError(f"unknown upsample mode {mode!r}")
+        self.conv = DoubleConv(merged, cout, dims, norm)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        if self.up is not None:
+            x = self.up(x)
+        else:
+            x = F.interpolate(x, size=skip.shape[2:], mode=self.interp, align_corners=False)
+        return self.conv(torch.cat([skip, x], dim=1))
+
+
+def init_weights(module: nn.Module, scheme: str) -> None:
+    """Kaiming (fan-in, ReLU gain) or Xavier init of conv/linear weights; zero biases; unit norms."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)):
+            if scheme == "kaiming":
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            elif scheme == "xavier":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                raise ValueError(f"unknown init scheme {scheme!r}")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.InstanceNorm2d, nn.InstanceNorm3d)):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)

@@ -1,0 +1,157 @@
+"""Glue between napari layers and the library (no Qt here): collect annotations, show results.
+
+Widgets call these functions; they only read layer attributes and write to the plugin's own result
+layers (never to a layer a person painted).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..annotations.kinds import LabelKind
+
+CLASS_TABLE_KEY = "labelfx_class_table"
+KIND_KEY = "labelfx_kind"
+RESULT_KEY = "labelfx_result"  # marks layers the plugin owns (predictions, confidence, pseudo-labels)
+
+
+def image_spatial_shape(layer: Any) -> tuple[int, ...]:
+    """Spatial shape of an Image layer (drops the RGB axis; level 0 of multiscale data)."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    shape = tuple(data.shape)
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def image_axes(layer: Any) -> str:
+    """Axes string of an Image layer's data as the annotation model expects it."""
+    nd = len(image_spatial_shape(layer))
+    base = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(nd)
+    if base is None:
+        raise ValueError(f"image layer {layer.name!r} has {nd} dimensions; 2D or 3D images are supported")
+    return base + ("S" if getattr(layer, "rgb", False) else "")
+
+
+def get_class_table(image_layer: Any):
+    """The class table attached to an image layer (created with one foreground class if missing)."""
+    from ..annotations.class_table import ClassTable
+
+    stored = image_layer.metadata.get(CLASS_TABLE_KEY)
+    if stored:
+        return ClassTable.from_dict(stored)
+    table = ClassTable.from_names(["foreground"])
+    image_layer.metadata[CLASS_TABLE_KEY] = table.to_dict()
+    return table
+
+
+def set_class_table(image_layer: Any, table: Any) -> None:
+    image_layer.metadata[CLASS_TABLE_KEY] = table.to_dict()
+
+
+def annotation_layers_for(viewer: Any, image_layer: Any) -> list[Any]:
+    """Labels and Shapes layers that carry a label kind and match the image's spatial shape."""
+    shape = image_spatial_shape(image_layer)
+    out = []
+    for layer in viewer.layers:
+        if layer is image_layer or layer.metadata.get(RESULT_KEY):
+            continue
+        kind = layer.metadata.get(KIND_KEY)
+        if kind is None:
+            continue
+        ltype = layer.__class__.__name__
+        if ltype == "Labels" and tuple(layer.data.shape) == shape:
+            out.append(layer)
+        elif ltype == "Shapes":
+            out.append(layer)
+    return out
+
+
+def collect_items(viewer: Any, image_layer: Any, layers: list[Any]) -> tuple[list, list[str], bool]:
+    """Build engine items from an image layer and its annotation layers.
+
+    Returns ``(items, class_names, multilabel)``. Raises the annotation model's errors (ValueError
+    subclasses with clear messages) for bad input.
+    """
+    from ..annotations.layers import annotation_set_from_layers
+
+    table = get_class_table(image_layer)
+    labels = [ly for ly in layers if ly.__class__.__name__ == "Labels"]
+    shapes = [ly for ly in layers if ly.__class__.__name__ == "Shapes"]
+    tags = image_layer.metadata.get("labelfx_tags", {})
+    aset = annotation_set_from_layers(image_layer, labels, shapes, table, tags)
+    items = aset.training_items()
+    return items, list(table.names), bool(getattr(table, "multilabel", False))
+
+
+def _result_layer(viewer: Any, name: str, kind: str, shape: tuple[int, ...], dtype: Any, like: Any, **kwargs: Any) -> Any:
+    """Find the plugin's result layer ``name`` or create it with zeros matching ``like``'s geometry."""
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        if tuple(layer.data.shape) == shape:
+            return layer
+        viewer.layers.remove(layer)
+    data = np.zeros(shape, dtype=dtype)
+    scale = tuple(like.scale)[-len(shape):]
+    translate = tuple(like.translate)[-len(shape):]
+    meta = {RESULT_KEY: kind}
+    if kind == "prediction":
+        layer = viewer.add_labels(data, name=name, scale=scale, translate=translate, metadata=meta, **kwargs)
+    else:
+        layer = viewer.add_image(data, name=name, scale=scale, translate=translate, metadata=meta, **kwargs)
+    return layer
+
+
+def apply_preview(viewer: Any, image_layer: Any, payload: dict) -> tuple[Any, Any]:
+    """Write a PREVIEW update (labels + confidence for a region) into the result layers."""
+    shape = image_spatial_shape(image_layer)
+    labels = np.asarray(payload["labels"])
+    conf = np.asarray(payload["confidence"], dtype=np.float32)
+    region = payload.get("region")
+    base = image_layer.name
+    pred = _result_layer(viewer, f"{base} prediction", "prediction", shape, np.uint16 if labels.max(initial=0) > 255 else np.uint8, image_layer, opacity=0.5)
+    confl = _result_layer(viewer, f"{base} confidence", "confidence", shape, np.float32, image_layer,
+                          colormap="magma", contrast_limits=(0.0, 1.0), visible=False, blending="additive")
+    sl = tuple(slice(*s) if isinstance(s, (tuple, list)) else s for s in region) if region else tuple(slice(None) for _ in shape)
+    if labels.ndim == 3 and len(shape) == 2:  # multi-label (K, Y, X): show the union, coloured by first class
+        labels = np.argmax(np.concatenate([np.zeros_like(labels[:1]), labels], 0), 0)
+    pred.data[sl] = labels.reshape(pred.data[sl].shape).astype(pred.data.dtype, copy=False)
+    confl.data[sl] = conf.reshape(confl.data[sl].shape)
+    pred.refresh()
+    confl.refresh()
+    return pred, confl
+
+
+def visible_region(viewer: Any, image_layer: Any, max_side: int = 1024) -> tuple[tuple[int, int], ...]:
+    """The region of the image a person is looking at, as (start, stop) per spatial axis.
+
+    2D images up to ``max_side`` are previewed whole; larger ones around the view centre. For volumes
+    the current slice of the first axis is used, which is what the 2D canvas shows.
+    """
+    shape = image_spatial_shape(image_layer)
+    nd = len(shape)
+    try:
+        center_world = list(viewer.camera.center)[-2:]
+        full_world = list(viewer.dims.point)
+        full_world[-2:] = center_world
+        center = np.asarray(image_layer.world_to_data(full_world))[-nd:]
+    except Exception:  # noqa: BLE001 - any camera oddity: fall back to the image centre
+        center = np.asarray(shape, float) / 2
+    region = []
+    for ax, size in enumerate(shape):
+        if nd == 3 and ax == 0:
+            z = int(np.clip(round(float(center[0])), 0, size - 1))
+            region.append((z, z + 1))
+            continue
+        if size <= max_side:
+            region.append((0, size))
+            continue
+        c = int(np.clip(round(float(center[ax])), 0, size - 1))
+        half = max_side // 2
+        lo = int(np.clip(c - half, 0, size - max_side))
+        region.append((lo, lo + max_side))
+    return tuple(region)
+
+
+def kind_of(layer: Any) -> LabelKind | None:
+    value = layer.metadata.get(KIND_KEY)
+    return LabelKind(value) if value else None

@@ -1,0 +1,474 @@
+"""The Train panel: pick data and method, start/pause/stop, watch losses and live predictions.
+
+The panel is thin: training runs in a :class:`~napari_labelfx.engine.runner.TrainingRunner` (a separate
+process by default); a QTimer on the main thread drains its updates and writes them to the plugin's
+own result layers. Annotations painted while training are sent to the trainer every refresh interval.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from qtpy.QtCore import Qt
+from superqt import QCollapsible
+
+from . import _layers
+from ._plot import LossPlot
+
+PRESET_DEFAULTS = {
+    "small": {"iterations": 400, "batch_size": 4, "patch": 128},
+    "medium": {"iterations": 1500, "batch_size": 8, "patch": 192},
+    "large": {"iterations": 4000, "batch_size": 8, "patch": 256},
+}
+
+
+class TrainWidget(QWidget):
+    """Dock widget: train a model on the current image's annotations with live predictions."""
+
+    def __init__(self, napari_viewer: Any, runner_mode: str = "process") -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.runner_mode = runner_mode
+        self.runner: Any = None
+        self.best_dir: Path | None = None
+        self.last_dir: Path | None = None
+        self.loaded_model_dir: Path | None = None
+        self._dirty = False
+        self._connected_layers: set[int] = set()
+        self._t_start = 0.0
+        self.first_preview_s: float | None = None
+        self.preview_count = 0
+        self._build_ui()
+        self._poll_timer = QTimer(self)
+        self._poll_timer.setInterval(100)
+        self._poll_timer.timeout.connect(self._drain_updates)
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.timeout.connect(self._send_refresh)
+        self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
+        self.viewer.layers.events.removed.connect(self._refresh_layer_lists)
+        self._refresh_layer_lists()
+
+    # -- UI ------------------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        from ..methods import available_methods
+
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        self.image_combo = QComboBox()
+        self.image_combo.currentIndexChanged.connect(self._refresh_annotation_list)
+        form.addRow("Image", self.image_combo)
+        self.annotation_list = QListWidget()
+        self.annotation_list.setMaximumHeight(90)
+        form.addRow("Annotations", self.annotation_list)
+        self.method_combo = QComboBox()
+        self.method_combo.addItems(list(available_methods()))
+        form.addRow("Method", self.method_combo)
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(list(PRESET_DEFAULTS))
+        self.preset_combo.currentTextChanged.connect(self._apply_preset)
+        form.addRow("Model size", self.preset_combo)
+        lay.addLayout(form)
+
+        adv = QWidget()
+        aform = QFormLayout(adv)
+        self.iters_spin = QSpinBox(maximum=1_000_000, minimum=1)
+        self.lr_spin = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=1.0, singleStep=1e-4)
+        self.lr_spin.setValue(1e-3)
+        self.batch_spin = QSpinBox(minimum=1, maximum=256)
+        self.patch_spin = QSpinBox(minimum=16, maximum=1024, singleStep=16)
+        self.spatial_combo = QComboBox()
+        self.spatial_combo.addItems(["2d", "3d"])
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.refresh_spin = QDoubleSpinBox(minimum=0.5, maximum=600.0, decimals=1)
+        self.refresh_spin.setValue(3.0)
+        self.refresh_spin.setSuffix(" s")
+        aform.addRow("Iterations", self.iters_spin)
+        aform.addRow("Learning rate", self.lr_spin)
+        aform.addRow("Batch size", self.batch_spin)
+        aform.addRow("Patch size", self.patch_spin)
+        aform.addRow("2D / 3D", self.spatial_combo)
+        aform.addRow("Device", self.device_combo)
+        aform.addRow("Refresh every", self.refresh_spin)
+        self.advanced = QCollapsible("Advanced settings")
+        self.advanced.addWidget(adv)
+        lay.addWidget(self.advanced)
+        self._apply_preset(self.preset_combo.currentText())
+
+        row = QHBoxLayout()
+        self.start_btn = QPushButton("Start")
+        self.pause_btn = QPushButton("Pause")
+        self.stop_btn = QPushButton("Stop")
+        self.start_btn.clicked.connect(self.start)
+        self.pause_btn.clicked.connect(self.toggle_pause)
+        self.stop_btn.clicked.connect(self.stop)
+        for b in (self.start_btn, self.pause_btn, self.stop_btn):
+            row.addWidget(b)
+        lay.addLayout(row)
+        self.progress = QProgressBar()
+        lay.addWidget(self.progress)
+        self.status = QLabel("Paint labels, then press Start.")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        self.plot = LossPlot()
+        lay.addWidget(self.plot)
+
+        row2 = QHBoxLayout()
+        self.predict_btn = QPushButton("Predict")
+        self.save_btn = QPushButton("Save model")
+        self.load_btn = QPushButton("Load model")
+        self.predict_btn.clicked.connect(self.predict)
+        self.save_btn.clicked.connect(lambda: self.save_model())
+        self.load_btn.clicked.connect(lambda: self.load_model())
+        for b in (self.predict_btn, self.save_btn, self.load_btn):
+            row2.addWidget(b)
+        lay.addLayout(row2)
+        lay.addStretch(1)
+        self._set_running(False)
+
+    def _apply_preset(self, name: str) -> None:
+        d = PRESET_DEFAULTS.get(name, PRESET_DEFAULTS["small"])
+        self.iters_spin.setValue(d["iterations"])
+        self.batch_spin.setValue(d["batch_size"])
+        self.patch_spin.setValue(d["patch"])
+
+    def _refresh_layer_lists(self, *_: Any) -> None:
+        current = self.image_combo.currentText()
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        for layer in self.viewer.layers:
+            if layer.__class__.__name__ == "Image" and not layer.metadata.get(_layers.RESULT_KEY):
+                self.image_combo.addItem(layer.name)
+        idx = self.image_combo.findText(current)
+        if idx >= 0:
+            self.image_combo.setCurrentIndex(idx)
+        self.image_combo.blockSignals(False)
+        self._refresh_annotation_list()
+
+    def _refresh_annotation_list(self, *_: Any) -> None:
+        self.annotation_list.clear()
+        image = self.image_layer
+        if image is None:
+            return
+        for layer in _layers.annotation_layers_for(self.viewer, image):
+            item = QListWidgetItem(f"{layer.name}  [{layer.metadata.get(_layers.KIND_KEY)}]")
+            item.setData(Qt.ItemDataRole.UserRole, layer.name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
+            self.annotation_list.addItem(item)
+
+    @property
+    def image_layer(self) -> Any:
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def selected_annotation_layers(self) -> list[Any]:
+        out = []
+        for i in range(self.annotation_list.count()):
+            it = self.annotation_list.item(i)
+            name = it.data(Qt.ItemDataRole.UserRole)
+            if it.checkState() == Qt.CheckState.Checked and name in self.viewer.layers:
+                out.append(self.viewer.layers[name])
+        return out
+
+    def _set_running(self, running: bool) -> None:
+        self.start_btn.setEnabled(not running)
+        self.pause_btn.setEnabled(running)
+        self.stop_btn.setEnabled(running)
+        self.predict_btn.setEnabled(not running)
+        self.load_btn.setEnabled(not running)
+
+    # -- training ------------------------------------------------------------------------------------
+    def training_config(self) -> dict:
+        """The engine configuration the panel's settings describe."""
+        from ..engine import TrainConfig
+
+        spatial = self.spatial_combo.currentText()
+        nd = 3 if spatial == "3d" else 2
+        cfg = TrainConfig(
+            method=self.method_combo.currentText(),
+            preset=self.preset_combo.currentText(),
+            spatial=spatial,
+            iterations=self.iters_spin.value(),
+            lr=self.lr_spin.value(),
+            batch_size=self.batch_spin.value(),
+            patch_size=(self.patch_spin.value(),) * nd,
+            device=self.device_combo.currentText(),
+            preview_every_s=self.refresh_spin.value(),
+            output_dir=str(self._output_dir()),
+        )
+        return cfg.to_dict()
+
+    def _output_dir(self) -> Path:
+        import tempfile
+
+        root = Path(tempfile.gettempdir()) / "labelfx-runs"
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
+
+    def start(self) -> None:
+        """Collect annotations and start training in the background."""
+        from napari.utils.notifications import show_error, show_info
+
+        from ..engine.runner import TrainingJob, TrainingRunner, default_num_threads
+
+        if self.runner is not None and self.runner.running:
+            show_info("Training is already running.")
+            return
+        image = self.image_layer
+        if image is None:
+            show_error("LabelFX: add an image layer first.")
+            return
+        layers = self.selected_annotation_layers()
+        if not layers:
+            show_error(
+                "LabelFX: no annotation layer for this image. Add a Labels layer, set its kind in the "
+                "Annotate panel (strong, scribble, weak, noisy) and paint some pixels."
+            )
+            return
+        try:
+            items, class_names, multilabel = _layers.collect_items(self.viewer, image, layers)
+        except ValueError as exc:
+            show_error(f"LabelFX: {exc}")
+            return
+        cfg = self.training_config()
+        job = TrainingJob(cfg, items, class_names, multilabel, num_threads=default_num_threads())
+        self.runner = TrainingRunner(job, mode=self.runner_mode)
+        self.plot.clear()
+        self.progress.setMaximum(cfg["iterations"])
+        self.progress.setValue(0)
+        self.first_preview_s = None
+        self.preview_count = 0
+        self._t_start = time.monotonic()
+        self._watch_layers(layers)
+        self._dirty = False
+        self.runner.start()
+        self._request_preview()
+        self._set_running(True)
+        self.pause_btn.setText("Pause")
+        self.status.setText(f"Starting {cfg['method']} training on {image.name} ...")
+        self._poll_timer.start()
+        self._refresh_timer.start(int(self.refresh_spin.value() * 1000))
+
+    def toggle_pause(self) -> None:
+        if self.runner is None:
+            return
+        if self.pause_btn.text() == "Pause":
+            self.runner.pause()
+            self.pause_btn.setText("Resume")
+        else:
+            self.runner.resume()
+            self.pause_btn.setText("Pause")
+
+    def stop(self) -> None:
+        """Stop training; the trainer keeps and reports the best model."""
+        if self.runner is not None:
+            self.runner.stop()
+            self.status.setText("Stopping: saving the best model ...")
+
+    def _watch_layers(self, layers: list[Any]) -> None:
+        for layer in layers:
+            if id(layer) in self._connected_layers:
+                continue
+            self._connected_layers.add(id(layer))
+            for ev in ("paint", "data", "set_data"):
+                emitter = getattr(layer.events, ev, None)
+                if emitter is not None:
+                    emitter.connect(self._mark_dirty)
+
+    def _mark_dirty(self, *_: Any) -> None:
+        self._dirty = True
+
+    def _request_preview(self) -> None:
+        if self.runner is None or self.image_layer is None:
+            return
+        region = _layers.visible_region(self.viewer, self.image_layer)
+        self.runner.request_preview(0, tuple(slice(a, b) for a, b in region))
+
+    def _send_refresh(self) -> None:
+        """Every refresh interval: send newer annotations and the region in view to the trainer."""
+        if self.runner is None or not self.runner.running:
+            return
+        self._request_preview()
+        if not self._dirty:
+            return
+        self._dirty = False
+        try:
+            items, _, _ = _layers.collect_items(self.viewer, self.image_layer, self.selected_annotation_layers())
+        except ValueError as exc:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"LabelFX: new annotations not sent: {exc}")
+            return
+        self.runner.send_items(items)
+
+    def _drain_updates(self) -> None:
+        if self.runner is None:
+            self._poll_timer.stop()
+            return
+        for upd in self.runner.poll(max_items=200):
+            self.apply_update(upd)
+
+    def apply_update(self, upd: Any) -> None:
+        """Apply one trainer update to the panel and the result layers (main thread)."""
+        from napari.utils.notifications import show_error, show_info
+
+        from ..engine.updates import UpdateKind
+
+        kind, d = upd.kind, upd.data
+        if kind == UpdateKind.STARTED:
+            self.status.setText(f"Training {d.get('method', '')} on {d.get('device', '?')} ...")
+        elif kind == UpdateKind.PROGRESS:
+            self.progress.setValue(min(upd.iteration, self.progress.maximum()))
+            self.plot.add_train(upd.iteration, float(d.get("loss", np.nan)))
+            its = d.get("its_per_s")
+            self.status.setText(
+                f"iteration {upd.iteration}/{upd.total}  loss {d.get('loss', float('nan')):.4f}"
+                + (f"  {its:.1f} it/s" if its else "")
+            )
+        elif kind == UpdateKind.VALIDATION:
+            self.plot.add_val(upd.iteration, float(d.get("val_loss", np.nan)))
+        elif kind == UpdateKind.PREVIEW:
+            image = self.image_layer
+            if image is not None and d.get("image_index", 0) == 0:
+                _layers.apply_preview(self.viewer, image, d)
+                self.preview_count += 1
+                if self.first_preview_s is None:
+                    self.first_preview_s = time.monotonic() - self._t_start
+        elif kind == UpdateKind.CHECKPOINT:
+            if d.get("which") == "best":
+                self.best_dir = Path(d["path"])
+            elif d.get("which") == "last":
+                self.last_dir = Path(d["path"])
+        elif kind == UpdateKind.PAUSED:
+            self.status.setText(f"Paused at iteration {upd.iteration}.")
+        elif kind == UpdateKind.LOG:
+            self.status.setText(str(d.get("message", "")))
+        elif kind == UpdateKind.FINISHED:
+            if d.get("best_path"):
+                self.best_dir = Path(d["best_path"])
+            if d.get("last_path"):
+                self.last_dir = Path(d["last_path"])
+            self._finish(f"Training finished ({d.get('reason', 'done')}). Best model: {self.best_dir}")
+            show_info("LabelFX: training finished.")
+        elif kind == UpdateKind.FAILED:
+            reason = d.get("reason", "unknown error")
+            self._finish(f"Training failed: {reason}")
+            show_error(f"LabelFX training failed: {reason}")
+
+    def _finish(self, message: str) -> None:
+        self._poll_timer.stop()
+        self._refresh_timer.stop()
+        self._set_running(False)
+        self.pause_btn.setText("Pause")
+        self.status.setText(message)
+
+    # -- models --------------------------------------------------------------------------------------
+    @property
+    def model_dir(self) -> Path | None:
+        return self.best_dir or self.last_dir or self.loaded_model_dir
+
+    def save_model(self, folder: str | None = None) -> Path | None:
+        """Copy the best model folder to ``folder`` (asks with a dialog when not given)."""
+        from napari.utils.notifications import show_error, show_info
+
+        if self.model_dir is None:
+            show_error("LabelFX: no model yet: train or load one first.")
+            return None
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Save model to folder")
+            if not folder:
+                return None
+        dest = Path(folder)
+        if dest.exists() and any(dest.iterdir()):
+            dest = dest / self.model_dir.name
+        tmp = dest.with_name(dest.name + ".tmp-labelfx")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(self.model_dir, tmp)
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+        show_info(f"LabelFX: model saved to {dest}")
+        return dest
+
+    def load_model(self, folder: str | None = None) -> None:
+        """Use a saved model folder for Predict."""
+        from napari.utils.notifications import show_error, show_info
+
+        from ..engine.checkpoint import load_model
+
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Load model folder")
+            if not folder:
+                return
+        try:
+            load_model(folder)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            show_error(f"LabelFX: cannot load model from {folder}: {exc}")
+            return
+        self.loaded_model_dir = Path(folder)
+        self.best_dir = self.last_dir = None
+        show_info(f"LabelFX: model loaded from {folder}")
+        self.status.setText(f"Model: {folder}")
+
+    def predict(self) -> Any:
+        """Predict the whole image or volume in a worker thread; results go to the result layers."""
+        from napari.qt.threading import thread_worker
+        from napari.utils.notifications import show_error
+
+        image = self.image_layer
+        if image is None or self.model_dir is None:
+            show_error("LabelFX: choose an image and train or load a model first.")
+            return None
+        model_dir = self.model_dir
+        data = image.data[0] if image.multiscale else image.data
+        axes = _layers.image_axes(image)
+
+        @thread_worker
+        def _run() -> Any:
+            from ..inference import Predictor
+
+            pred = Predictor.from_folder(model_dir, device=self.device_combo.currentText())
+            chw = pred.to_channels_first(np.asarray(data), axes)
+            return pred(chw)
+
+        def _done(result: Any) -> None:
+            labels = np.asarray(result.labels)
+            if labels.ndim == len(_layers.image_spatial_shape(image)) + 1:
+                labels = np.argmax(np.concatenate([np.zeros_like(labels[:1]), labels], 0), 0)
+            payload = {"labels": labels, "confidence": result.confidence, "region": None}
+            _layers.apply_preview(self.viewer, image, payload)
+            self.status.setText("Prediction done.")
+            self._set_running(False)
+
+        worker = _run()
+        worker.returned.connect(_done)
+        worker.errored.connect(lambda e: (show_error(f"LabelFX prediction failed: {e}"), self._set_running(False)))
+        self.predict_btn.setEnabled(False)
+        self.status.setText("Predicting ...")
+        worker.start()
+        return worker
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        if self.runner is not None:
+            self.runner.terminate(timeout=2.0)
+        super().closeEvent(event)
