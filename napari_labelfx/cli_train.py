@@ -65,13 +65,13 @@ def _class_names(args: argparse.Namespace) -> list[str]:
 
 def items_from_files(images: list[str], labels: list[str], kind: str, class_names: list[str]) -> list:
     """Read image and label files into engine items through the annotation model."""
-    from .annotations.class_table import ClassTable
+    from .annotations.class_table import default_class_table
     from .annotations.model import AnnotatedImage, AnnotationLayer, AnnotationSet
     from .io.reader import read_image
 
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} label files: give one label file per image")
-    table = ClassTable.from_names(class_names[1:])
+    table = default_class_table(class_names[1:])
     annotated = []
     for img_path, lab_path in zip(images, labels):
         img = read_image(img_path)
@@ -130,7 +130,7 @@ def run_predict(args: argparse.Namespace) -> int:
     """Apply a model folder to one input; Zarr outputs are streamed."""
     from .inference import Predictor
     from .io.reader import read_image
-    from .io.writer import write_labels
+    from .io.writer import write_image, write_labels
 
     pred = Predictor.from_folder(args.model, device=args.device)
     img = read_image(args.input)
@@ -142,8 +142,8 @@ def run_predict(args: argparse.Namespace) -> int:
         pred.predict_to_zarr(chw, out, roi_size=roi, tta=args.tta, confidence_path=args.confidence)
     else:
         result = pred(np.asarray(chw), roi_size=roi, tta=args.tta)
-        write_labels(out, result.labels, scale=img.scale)
+        write_labels(out, np.asarray(result.labels), scale=img.spatial_scale)
         if args.confidence:
-            write_labels(args.confidence, result.confidence.astype(np.float32), scale=img.scale)
+            write_image(args.confidence, np.asarray(result.confidence, np.float32), scale=img.spatial_scale)
     print(json.dumps({"output": out, "shape": list(chw.shape[1:])}))
     return 0

@@ -47,7 +47,7 @@ def run_headless(out: str | Path, iters: int | None = None, device: str = "auto"
     """Train the scribble method on the demo sample without a screen; write prediction, overlay, metrics."""
     from tqdm import tqdm
 
-    from .annotations.class_table import ClassTable
+    from .annotations.class_table import default_class_table
     from .annotations.model import AnnotatedImage, AnnotationLayer, AnnotationSet
     from .engine import TrainConfig, Trainer
     from .inference import Predictor
@@ -57,7 +57,7 @@ def run_headless(out: str | Path, iters: int | None = None, device: str = "auto"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     d = demo_data(seed)
-    table = ClassTable.from_names(["nucleus"])
+    table = default_class_table(["nucleus"])
     aset = AnnotationSet(
         table,
         [AnnotatedImage(name="demo", image=d["image"], axes="YX",

@@ -128,6 +128,7 @@ class ClassTable:
     def __init__(self, classes: Iterable[Any] = (), *, multilabel: bool = False) -> None:
         self._entries: list[ClassEntry] = [ClassEntry("background", 0, BACKGROUND_COLOR)]
         self.multilabel = bool(multilabel)
+        bg_given = False
         for item in classes:
             if isinstance(item, ClassEntry):
                 entry = item
@@ -143,8 +144,13 @@ class ClassTable:
             if entry is None:
                 continue
             if entry.value == 0:
+                if bg_given:
+                    raise ClassTableError(
+                        f"class {entry.name!r}: label value 0 is already used by {self._entries[0].name!r}"
+                    )
                 self._check_unique(entry, skip=0)
                 self._entries[0] = entry
+                bg_given = True
             else:
                 self._check_unique(entry)
                 self._entries.append(entry)

@@ -94,12 +94,14 @@ def run_job(job: TrainingJob, commands: Any, updates: Any) -> None:
         torch.set_num_threads(job.num_threads)
     done = threading.Event()
     try:
-        from .trainer import TrainConfig
-
         factory = _resolve_factory(job.trainer_factory)
-        trainer = factory(
-            TrainConfig.from_dict(job.config), job.items, job.class_names, multilabel=job.multilabel
-        )
+        if job.trainer_factory is None:
+            from .trainer import TrainConfig
+
+            config: Any = TrainConfig.from_dict(job.config)
+        else:  # test doubles take the plain dict
+            config = job.config
+        trainer = factory(config, job.items, job.class_names, multilabel=job.multilabel)
         listener = threading.Thread(target=_command_loop, args=(commands, trainer, done), daemon=True)
         listener.start()
         for upd in trainer.updates():

@@ -1,6 +1,7 @@
 """Dask wrappers that read from disk chunk by chunk and turn read failures into LabelfxIOError."""
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,9 +63,10 @@ def guarded_dask(array: Any, path: str, native_chunks: Sequence[int], grow_axes:
     """Lazy dask array over ``array`` (zarr-like) with error translation and sensible chunks."""
     guarded = GuardedArray(array, path)
     chunks = dask_chunks(guarded.shape, native_chunks, guarded.dtype.itemsize, grow_axes)
-    # lock=False: zarr and tifffile stores do their own locking; asarray=False keeps numpy output
+    # lock=False: zarr and tifffile stores do their own locking; a unique name because the
+    # wrapped store cannot be tokenised by content (and files may change between opens)
     return da.from_array(guarded, chunks=chunks, lock=False, asarray=False, fancy=False,
-                         name=f"labelfx-{abs(hash((path, guarded.shape, str(guarded.dtype), id(array))))}")
+                         name=f"labelfx-read-{uuid.uuid4().hex}")
 
 
 def read_eager(read: Callable[[], Any], path: str) -> np.ndarray:

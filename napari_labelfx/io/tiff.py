@@ -22,17 +22,21 @@ TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 #: Key under which our writer stores its JSON metadata (shaped description or ImageJ "Info").
 LABELFX_KEY = "labelfx"
 _RGB_PHOTOMETRIC = {tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR}
-_TIFF_LETTERS = {"T": "T", "Z": "Z", "C": "C", "Y": "Y", "X": "X"}
+
+
+#: Words in tifffile's logged errors that mean the file structure is damaged (tifffile then
+#: carries on with whatever pages it could parse, e.g. one page of a truncated stack).
+_FATAL_LOG_MARKERS = ("offset", "corrupt", "reshape", "truncat")
 
 
 @contextmanager
 def _collect_tifffile_warnings():
-    """Capture tifffile's logged warnings so they can be quoted in an error message."""
-    records: list[str] = []
+    """Capture tifffile's logged warnings/errors as (levelno, message) to judge and quote them."""
+    records: list[tuple[int, str]] = []
 
     class _Handler(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            records.append(record.getMessage())
+            records.append((record.levelno, record.getMessage()))
 
     logger = logging.getLogger("tifffile")
     handler = _Handler(level=logging.WARNING)
@@ -68,8 +72,8 @@ def _normalise_axes(raw: str, shape: tuple[int, ...], rgb_photometric: bool) -> 
     """Map tifffile axis letters onto "TZCYX" + "S" (RGB samples only)."""
     out: list[str | None] = []
     for letter, size in zip(raw, shape):
-        if letter in _TIFF_LETTERS and _TIFF_LETTERS[letter] not in out:
-            out.append(_TIFF_LETTERS[letter])
+        if letter in "TZCYX" and letter not in out:
+            out.append(letter)
         elif letter == "S" and rgb_photometric and size in (3, 4) and "S" not in out:
             out.append("S")
         elif letter == "S" and "C" not in raw and "C" not in out:
@@ -114,14 +118,16 @@ def _scale_from_ome(pixels: ET.Element) -> tuple[dict[str, float], str | None]:
     return scale, unit_out
 
 
-def _resolution_scale(page: Any, imagej: bool) -> tuple[dict[str, float], str | None]:
-    """Pixel size from the X/YResolution tags (pixels per unit)."""
+def _resolution_scale(page: Any, raw: bool = False) -> tuple[dict[str, float], str | None]:
+    """Pixel size from the X/YResolution tags (pixels per unit); ``raw`` ignores ResolutionUnit."""
     try:
         xres, yres = page.resolution
     except Exception:
         return {}, None
     if not (xres and yres) or xres <= 0 or yres <= 0:
         return {}, None
+    if raw:
+        return {"X": 1.0 / xres, "Y": 1.0 / yres}, None
     unit = page.resolutionunit
     factor = {
         tifffile.RESUNIT.CENTIMETER: 1e4,
@@ -134,9 +140,7 @@ def _resolution_scale(page: Any, imagej: bool) -> tuple[dict[str, float], str | 
         factor = 25400.0
     if factor is not None:
         return {"X": factor / xres, "Y": factor / yres}, "um"
-    if imagej:  # ImageJ stores pixels per calibration unit with ResolutionUnit NONE
-        return {"X": 1.0 / xres, "Y": 1.0 / yres}, None
-    return {}, None
+    return {}, None  # ResolutionUnit NONE outside ImageJ: no physical size
 
 
 def _tiff_scale(
@@ -146,30 +150,30 @@ def _tiff_scale(
     if own and own.get("scale") and own.get("axes"):
         return dict(zip(own["axes"], (float(s) for s in own["scale"]))), own.get("unit")
     if tif.is_ome:
-        pixels = _ome_pixels(tif, series.index)
+        pixels = _ome_pixels(tif, 0)
         if pixels is not None:
             scale, unit = _scale_from_ome(pixels)
             if scale:
                 return scale, unit
     if tif.is_imagej:
         ij = tif.imagej_metadata or {}
-        scale, _ = _resolution_scale(series.keyframe, imagej=True)
-        if ij.get("spacing"):
-            scale["Z"] = float(ij["spacing"])
-        if ij.get("finterval"):
-            scale["T"] = float(ij["finterval"])
         unit = ij.get("unit")
         if unit:
-            converted: dict[str, float] = {}
+            # ImageJ: X/YResolution are pixels per calibration unit, spacing is Z in that unit
+            scale, _ = _resolution_scale(series.keyframe, raw=True)
+            if ij.get("spacing"):
+                scale["Z"] = float(ij["spacing"])
             out_unit: str | None = unit
-            for k, v in scale.items():
-                if k == "T":
-                    converted[k] = v
-                else:
-                    converted[k], out_unit = to_micrometres(v, unit)
-            return converted, out_unit
-        return scale, None
-    return _resolution_scale(series.keyframe, imagej=False)
+            for k in list(scale):
+                scale[k], out_unit = to_micrometres(scale[k], unit)
+        else:
+            scale, out_unit = _resolution_scale(series.keyframe)
+            if ij.get("spacing"):
+                scale["Z"] = float(ij["spacing"])
+        if ij.get("finterval"):
+            scale["T"] = float(ij["finterval"])
+        return scale, out_unit
+    return _resolution_scale(series.keyframe)
 
 
 def _check_extent(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path) -> None:
@@ -199,7 +203,7 @@ def _check_extent(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path:
 
 def _channel_names(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> list[str] | None:
     if tif.is_ome:
-        pixels = _ome_pixels(tif, series.index)
+        pixels = _ome_pixels(tif, 0)
         if pixels is not None:
             names = [el.get("Name") for el in pixels if el.tag.rsplit("}", 1)[-1] == "Channel"]
             if names and all(names):
@@ -210,10 +214,10 @@ def _channel_names(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries) -> l
     return None
 
 
-def read_tiff(path: str | os.PathLike) -> ImageData:
+def read_tiff(path: str | os.PathLike, eager_limit: int = EAGER_LIMIT_BYTES) -> ImageData:
     """Read a TIFF, OME-TIFF or ImageJ hyperstack (first series; pyramid levels when present).
 
-    Files whose level 0 is below ``EAGER_LIMIT_BYTES`` are read at once; larger ones become dask
+    Files whose level 0 is below ``eager_limit`` bytes are read at once; larger ones become dask
     arrays reading through ``series.aszarr()`` one chunk (strip/tile/page) at a time.
 
     Raises
@@ -229,22 +233,46 @@ def read_tiff(path: str | os.PathLike) -> ImageData:
         except Exception as exc:
             raise LabelfxIOError(path, f"not a readable TIFF file ({describe_exception(exc)})") from exc
         try:
-            return _read_open_tiff(tif, path)
+            return _read_open_tiff(tif, path, eager_limit, warnings_seen)
         except LabelfxIOError as exc:
             if warnings_seen and "tifffile:" not in exc.problem:
-                raise LabelfxIOError(path, f"{exc.problem}; tifffile: {warnings_seen[0]}") from exc
+                raise LabelfxIOError(path, f"{exc.problem}; tifffile: {warnings_seen[0][1]}") from exc
             raise
         except Exception as exc:
-            hint = f"; tifffile: {warnings_seen[0]}" if warnings_seen else ""
+            hint = f"; tifffile: {warnings_seen[0][1]}" if warnings_seen else ""
             raise LabelfxIOError(path, f"cannot read TIFF ({describe_exception(exc)}){hint}") from exc
         finally:
             tif.close()
 
 
-def _read_open_tiff(tif: tifffile.TiffFile, path: Path) -> ImageData:
+def _raise_on_damage(path: Path, logged: list[tuple[int, str]]) -> None:
+    """Turn tifffile's logged structural errors into an error instead of a silently short stack."""
+    for level, message in logged:
+        if level >= logging.ERROR and any(m in message.lower() for m in _FATAL_LOG_MARKERS):
+            raise LabelfxIOError(path, f"damaged or truncated TIFF (tifffile: {message})")
+
+
+def _own_shape(own: dict[str, Any] | None, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Shape recorded by our writer when it matches the file's data up to length-1 dimensions."""
+    if not own or not isinstance(own.get("axes"), str):
+        return None
+    recorded = tuple(int(s) for s in own.get("shape") or shape)
+    if len(recorded) != len(own["axes"]):
+        return None
+    if tuple(s for s in recorded if s != 1) != tuple(s for s in shape if s != 1):
+        return None
+    return recorded
+
+
+def _read_open_tiff(
+    tif: tifffile.TiffFile, path: Path, eager_limit: int, logged: list[tuple[int, str]]
+) -> ImageData:
     if not tif.series:
+        _raise_on_damage(path, logged)
         raise LabelfxIOError(path, "TIFF holds no image series")
     series = tif.series[0]
+    _ = series.keyframe, tif.imagej_metadata, tif.shaped_metadata  # parse what can log damage
+    _raise_on_damage(path, logged)
     shape = tuple(int(s) for s in series.shape)
     if len(shape) < 2 or min(shape) == 0:
         raise LabelfxIOError(path, f"TIFF image has unusable shape {shape}")
@@ -254,7 +282,10 @@ def _read_open_tiff(tif: tifffile.TiffFile, path: Path) -> ImageData:
         axes = _normalise_axes(series.axes, shape, rgb)
     except ValueError as exc:
         raise LabelfxIOError(path, f"unsupported axes {series.axes!r}: {exc}") from exc
-    if own and isinstance(own.get("axes"), str) and len(own["axes"]) == len(shape):
+    # our writer's shape and axes; tifffile drops length-1 dimensions, which we put back
+    file_axes = axes  # of the (squeezed) array tifffile hands out
+    own_shape = _own_shape(own, shape)
+    if own_shape is not None:
         axes = own["axes"]
     _check_extent(tif, series, path)
 
@@ -266,8 +297,9 @@ def _read_open_tiff(tif: tifffile.TiffFile, path: Path) -> ImageData:
     nbytes = int(np.prod(shape, dtype=np.int64)) * series.dtype.itemsize
     levels = list(series.levels) if len(series.levels) > 1 else [series]
     native = shape
-    if nbytes < EAGER_LIMIT_BYTES and len(levels) == 1:
+    if nbytes < eager_limit and len(levels) == 1:
         arrays: list[Any] = [read_eager(series.asarray, str(path)).reshape(shape)]
+        _raise_on_damage(path, logged)
     else:
         arrays = []
         for i, level in enumerate(levels):
@@ -275,10 +307,15 @@ def _read_open_tiff(tif: tifffile.TiffFile, path: Path) -> ImageData:
             z = zarr.open_array(store, mode="r")
             if tuple(z.shape) != tuple(level.shape):
                 raise LabelfxIOError(path, f"level {i} shape {z.shape} does not match {level.shape}")
-            grow = [j for j, a in enumerate(axes) if a in "YX"]
+            grow = [j for j, a in enumerate(file_axes) if a in "YX"]
             arrays.append(guarded_dask(z, str(path), z.chunks, grow))
             if i == 0:
                 native = tuple(int(c) for c in z.chunks)
+    if own_shape is not None and own_shape != shape:
+        arrays = [a.reshape(own_shape) for a in arrays]
+        squeezed = iter(native)
+        native = tuple(next(squeezed) if n != 1 else 1 for n in own_shape)
+        shape = own_shape
     arrays = [a.transpose(perm) for a in arrays]
 
     metadata: dict[str, Any] = {
@@ -286,7 +323,7 @@ def _read_open_tiff(tif: tifffile.TiffFile, path: Path) -> ImageData:
         "format": "ome-tiff" if tif.is_ome else "imagej-tiff" if tif.is_imagej else "tiff",
         "unit": unit,
         "source_axes": series.axes,
-        "labels": bool(own and own.get("labels")),
+        "labels": bool(own.get("labels")) if own else None,  # None: the file does not say
     }
     names = _channel_names(tif, series)
     if names and "C" in canon and len(names) == shape[axes.index("C")]:

@@ -27,7 +27,7 @@ class ModelConfig:
     depth : number of 2x downsamplings; the decoder exposes ``depth + 1`` maps f0..f_depth.
     width : channels of the full-resolution level; level i has ``width * 2**i``.
     norm : ``"batch"``, ``"group"``, ``"instance"`` or ``"none"``.
-    upsample : ``"linear"`` (bilinear/trilinear + conv) or ``"transpose"`` (transposed conv).
+    upsample : ``"linear"`` (1x1 conv + bilinear/trilinear) or ``"transpose"`` (transposed conv).
     init : ``"kaiming"`` or ``"xavier"`` weight initialisation of conv/linear layers.
     multilabel : logits are independent sigmoids per class instead of one softmax.
     image_head : add an image-level classifier (global average pool of the bottleneck -> linear).
@@ -99,8 +99,8 @@ class ModelConfig:
 
 
 #: Size presets (kwargs of ModelConfig). Chosen for CPU: "small" trains in minutes on a laptop CPU
-#: (~0.5 M parameters in 2D), "medium" is the usual 4-level UNet at width 32 (~7.8 M in 2D),
-#: "large" is a 4-level UNet at width 64 (~31 M in 2D) meant for a GPU.
+#: (~0.45 M parameters in 2D, 1.3 M in 3D), "medium" is the usual 4-level UNet at width 32 (~7.2 M in 2D),
+#: "large" is a 4-level UNet at width 64 (~29 M in 2D) meant for a GPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "small": {"depth": 3, "width": 16, "norm": "batch", "upsample": "linear"},
     "medium": {"depth": 4, "width": 32, "norm": "batch", "upsample": "linear"},

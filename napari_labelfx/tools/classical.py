@@ -155,18 +155,37 @@ def _to_grey(image: np.ndarray, channel: str) -> tuple[np.ndarray, bool]:
     return grey, is_h
 
 
+def _reconstruct(seed: np.ndarray, mask: np.ndarray, dilate: bool, check_every: int = 8) -> np.ndarray:
+    """Greyscale morphological reconstruction by iterated 3x3 geodesic dilation/erosion (OpenCV).
+
+    On 8-bit images this is several times faster than ``skimage.morphology.reconstruction`` (which
+    sorts all pixel values) and gives the same result: the iteration stops at idempotence.
+    """
+    import cv2
+
+    kernel = np.ones((3, 3), np.uint8)
+    cur = np.minimum(seed, mask) if dilate else np.maximum(seed, mask)
+    while True:
+        prev = cur
+        for _ in range(check_every):  # compare only now and then: the comparison costs as much as a step
+            cur = np.minimum(cv2.dilate(cur, kernel), mask) if dilate else np.maximum(cv2.erode(cur, kernel), mask)
+        if np.array_equal(prev, cur):
+            return cur
+
+
 def _opening_closing_by_reconstruction(img: np.ndarray, radius: int) -> np.ndarray:
-    from skimage.morphology import disk, reconstruction
+    """Opening then closing by reconstruction of a [0, 1] image, computed on 256 grey levels."""
+    import cv2
 
     if radius <= 0:
         return img
-    fp = disk(radius)
+    fp = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    img8 = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
     # opening by reconstruction: erode, then grow back under the original (removes small bright specks)
-    seed = ndi.grey_erosion(img, footprint=fp)
-    opened = reconstruction(seed, img, method="dilation")
+    opened = _reconstruct(cv2.erode(img8, fp, borderType=cv2.BORDER_REFLECT), img8, dilate=True)
     # closing by reconstruction: dilate, then shrink back over the opened image (fills dark holes)
-    seed = ndi.grey_dilation(opened, footprint=fp)
-    return reconstruction(seed, opened, method="erosion")
+    closed = _reconstruct(cv2.dilate(opened, fp, borderType=cv2.BORDER_REFLECT), opened, dilate=False)
+    return closed.astype(np.float64) / 255.0
 
 
 def _foreground(filtered: np.ndarray, params: ClassicalParams) -> np.ndarray:
@@ -261,7 +280,9 @@ def classical_instances(image: np.ndarray, params: ClassicalParams | None = None
         img = equalize_adapthist(img, kernel_size=kernel, clip_limit=params.clahe_clip)
     img = img.astype(np.float32)
     if params.median_size > 1:
-        img = ndi.median_filter(img, size=int(params.median_size))
+        size = int(params.median_size) | 1
+        # OpenCV's median accepts float32 only for 3 and 5; scipy is the (slower) general case
+        img = cv2.medianBlur(img, size) if size in (3, 5) else ndi.median_filter(img, size=size)
     if params.bilateral_d > 0:
         img = cv2.bilateralFilter(
             img, int(params.bilateral_d), float(params.bilateral_sigma_color), float(params.bilateral_sigma_space)

@@ -25,21 +25,19 @@ def image_spatial_shape(layer: Any) -> tuple[int, ...]:
 
 def image_axes(layer: Any) -> str:
     """Axes string of an Image layer's data as the annotation model expects it."""
-    nd = len(image_spatial_shape(layer))
-    base = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(nd)
-    if base is None:
-        raise ValueError(f"image layer {layer.name!r} has {nd} dimensions; 2D or 3D images are supported")
-    return base + ("S" if getattr(layer, "rgb", False) else "")
+    from ..annotations.layers import image_layer_axes
+
+    return image_layer_axes(layer)
 
 
 def get_class_table(image_layer: Any):
     """The class table attached to an image layer (created with one foreground class if missing)."""
-    from ..annotations.class_table import ClassTable
+    from ..annotations.class_table import ClassTable, default_class_table
 
     stored = image_layer.metadata.get(CLASS_TABLE_KEY)
     if stored:
         return ClassTable.from_dict(stored)
-    table = ClassTable.from_names(["foreground"])
+    table = default_class_table(["foreground"])
     image_layer.metadata[CLASS_TABLE_KEY] = table.to_dict()
     return table
 

@@ -1,0 +1,677 @@
+"""The training loop: synchronous, driven by a picklable :class:`TrainConfig`, emitting ``Update``s.
+
+``Trainer.updates()`` is a generator: each ``next()`` runs training until the next message
+(progress, validation, preview, checkpoint, ...). A GUI runs it in a background process (see
+``engine/runner.py``) and a CLI in the foreground (``Trainer.run``). Between steps the trainer
+checks its :class:`TrainerControl` (pause/resume/stop) and applies new annotations
+(``set_items``) and preview requests (``request_preview``), which may come from another thread.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..annotations.kinds import TrainingItem
+from ..data.augment import AugmentConfig, Augmenter
+from ..data.checks import check_items
+from ..data.errors import TrainingDataError
+from ..data.sampling import PatchSampler
+from ..data.split import ValidationSplit, split_validation
+from ..methods import MethodContext, create_method
+from .config import ConfigError, TrainConfig
+from .control import TrainerControl
+from .device import amp_supported, autocast_context, select_device
+from .optim import AdamW, lr_factor
+from .preview import RegionError, default_region, normalise_region, predict_region
+from .state import ResumeError, load_training_state, save_training_state
+from .updates import Update, UpdateKind
+from .validation import evaluate_split
+
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainerControl", "TrainingFailed", "describe_failure"]
+
+log = logging.getLogger(__name__)
+
+#: Written into every model folder: how raw images must be normalised before prediction.
+DEFAULT_NORMALISATION = {"low": 1.0, "high": 99.8}
+#: Floor of the cosine schedule, as a fraction of the base learning rate.
+MIN_LR_FACTOR = 0.01
+#: Sleep between checks of a paused control (seconds).
+PAUSE_POLL_S = 0.05
+
+
+class TrainingFailed(RuntimeError):
+    """Training ended with a FAILED update (raised by :meth:`Trainer.run`); ``reason`` says why."""
+
+    def __init__(self, reason: str, update: Update | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.update = update
+
+
+@dataclass
+class TrainResult:
+    """Outcome of a finished run.
+
+    Attributes
+    ----------
+    best_dir : model folder of the best model (by validation loss; the last model without
+        validation), or None without ``output_dir``.
+    last_dir : model folder of the last model, or None without ``output_dir``.
+    history : PROGRESS and VALIDATION records (dicts with ``kind`` "train" or "val").
+    stopped_reason : ``"done"``, ``"stopped"``, ``"early-stopping"`` or ``"failed"``.
+    iterations : iterations completed.
+    best_val_loss : best validation loss, None without validation.
+    """
+
+    best_dir: Path | None
+    last_dir: Path | None
+    history: list[dict]
+    stopped_reason: str
+    iterations: int = 0
+    best_val_loss: float | None = None
+
+
+def describe_failure(exc: BaseException, iteration: int | None = None) -> str:
+    """A reason a person can act on, for an exception raised while training."""
+    text = str(exc).strip() or exc.__class__.__name__
+    low = text.lower()
+    oom = isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in low
+    if oom and ("cuda" in low or "gpu" in low or "mps" in low or isinstance(exc, torch.cuda.OutOfMemoryError)):
+        return "out of GPU memory: reduce batch or patch size (or use a smaller model preset)"
+    if oom or "can't allocate memory" in low or isinstance(exc, MemoryError):
+        return "out of memory: reduce batch or patch size (or use a smaller model preset)"
+    if isinstance(exc, (TrainingDataError, ConfigError, ResumeError, TrainingFailed)):
+        return text
+    where = f" at iteration {iteration}" if iteration is not None else ""
+    return f"training failed{where}: {exc.__class__.__name__}: {text}"
+
+
+def _dir_or_none(path: str | None) -> Path | None:
+    return None if path is None else Path(path)
+
+
+class Trainer:
+    """Train a method's networks on training items and report progress as ``Update`` messages.
+
+    Parameters
+    ----------
+    config : a :class:`TrainConfig` or its dict form.
+    items : training items (images normalised; indices into this list name images in previews).
+    class_names : class names; multi-class: background first; multi-label: one per channel.
+    multilabel : targets are (K, ...) uint8 with 255 = unknown.
+    control : pause/resume/stop switches (a new one when None); also ``trainer.control``.
+
+    Raises
+    ------
+    ValueError subclasses (ConfigError, TrainingDataError, MethodError, DeviceError, ResumeError, ...)
+        for unusable settings or data, with a message naming the setting or item.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig | dict,
+        items: Sequence[TrainingItem],
+        class_names: Sequence[str],
+        multilabel: bool = False,
+        control: TrainerControl | None = None,
+    ) -> None:
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        cfg = self.config
+        self.class_names = [str(c) for c in class_names]
+        self.multilabel = bool(multilabel)
+        self.num_classes = len(self.class_names)
+        if len(set(self.class_names)) != self.num_classes:
+            raise ConfigError(f"class names must be unique, got {self.class_names}")
+        if self.num_classes < (1 if self.multilabel else 2):
+            raise ConfigError(
+                "multi-class training needs a background class and at least one more class; "
+                f"got class names {self.class_names}"
+            )
+        self.control = control if control is not None else TrainerControl()
+        self.method = create_method(cfg.method, cfg.method_params)
+        if self.multilabel and not self.method.supports_multilabel:
+            raise ConfigError(f"method {cfg.method!r} does not support multi-label targets")
+        self.augment_config = AugmentConfig.from_dict(cfg.augment)
+        self.items = check_items(items, self.num_classes, self.multilabel, cfg.spatial)
+        self.device = select_device(cfg.device)
+        self.amp = cfg.amp and amp_supported(self.device)
+        self._resume_config: dict[str, Any] | None = None
+        self._resume_state: dict[str, Any] | None = None
+        resumed_model = self._load_resume() if cfg.resume_from else None
+        self.model_config = self._make_model_config()
+        torch.manual_seed(cfg.seed)  # identical initial weights for identical seeds
+        self.models: dict[str, nn.Module] = self.method.build_models(self.model_config)
+        if self.method.inference_model not in self.models:
+            raise ConfigError(
+                f"method {cfg.method!r} names {self.method.inference_model!r} as its inference network "
+                f"but built {sorted(self.models)}"
+            )
+        if resumed_model is not None:
+            self.model.load_state_dict(resumed_model.state_dict())
+        for m in self.models.values():
+            m.to(self.device)
+        extra = self.items[0].extra if isinstance(self.items[0].extra, dict) else {}
+        self.normalisation = dict(extra.get("normalisation") or DEFAULT_NORMALISATION)
+        self.history: list[dict] = list((self._resume_config or {}).get("history") or [])
+        self.iteration = 0
+        self.result: TrainResult | None = None
+        self._started = False
+        self._pending_items: list[TrainingItem] | None = None
+        self._preview_request: tuple[int, tuple[slice, ...] | None] = (0, None)
+        self._preview_new = False
+        self._outbox: list[Update] = []
+
+    # -- public API ----------------------------------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        """The network used for inference (after training: the best weights by validation loss)."""
+        return self.models[self.method.inference_model]
+
+    def set_items(self, items: Sequence[TrainingItem]) -> None:
+        """Replace the training items (newer annotations); applied before the next step.
+
+        The items are checked when applied; unusable items become a LOG warning and training goes
+        on with the previous ones. Safe to call from another thread.
+        """
+        self._pending_items = list(items)  # one reference assignment: atomic under the GIL
+
+    def request_preview(self, image_index: int, region: tuple[slice, ...] | None = None) -> None:
+        """Preview ``region`` (spatial slices; None = default) of item ``image_index`` from now on.
+
+        A preview of the new region is sent after the current step. Safe to call from another thread.
+        """
+        self._preview_request = (int(image_index), None if region is None else tuple(region))
+        self._preview_new = True
+
+    def predict_region(
+        self, image_index: int, region: tuple[slice, ...] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and confidence of the current inference network on a region of an item.
+
+        Call it between steps (from the consumer of :meth:`updates`) or after training.
+        """
+        item, region = self._resolve_region(image_index, region)
+        return predict_region(
+            self.model, item, region, self.config.spatial, self.config.patch_size, self.device,
+            self.multilabel, self.amp, self.config.batch_size,
+        )
+
+    def run(self, progress: Any = None) -> TrainResult:
+        """Train to the end, consuming the updates.
+
+        Parameters
+        ----------
+        progress : optional tqdm-like object: ``update(n)`` with the iterations done and
+            ``set_postfix(...)`` with loss and learning rate.
+
+        Raises
+        ------
+        TrainingFailed
+            When training ends with a FAILED update.
+        """
+        last = 0
+        for upd in self.updates():
+            if upd.kind == UpdateKind.STARTED:
+                last = upd.iteration
+                if progress is not None and last:
+                    progress.update(last)
+            elif upd.kind == UpdateKind.PROGRESS and progress is not None:
+                progress.update(upd.iteration - last)
+                last = upd.iteration
+                if hasattr(progress, "set_postfix"):
+                    progress.set_postfix(loss=f"{upd.data['loss']:.4f}", lr=f"{upd.data['lr']:.2e}")
+            elif upd.kind == UpdateKind.VALIDATION and progress is not None and hasattr(progress, "set_postfix"):
+                progress.set_postfix(val_loss=f"{upd.data['val_loss']:.4f}")
+            elif upd.kind == UpdateKind.LOG:
+                log.log(logging.WARNING if upd.data.get("level") == "warning" else logging.INFO, upd.data["message"])
+            elif upd.kind == UpdateKind.FAILED:
+                raise TrainingFailed(upd.data["reason"], upd)
+        assert self.result is not None
+        return self.result
+
+    def updates(self) -> Iterator[Update]:
+        """Train, yielding :class:`Update` messages; failures become a final FAILED update.
+
+        Order: STARTED, (LOG), then PROGRESS every ``log_every`` iterations, VALIDATION every
+        ``val_every``, PREVIEW right after the first PROGRESS and then every ``preview_every_s``
+        seconds (or on request), CHECKPOINT when a model folder is written, PAUSED/RESUMED, RESULT
+        (method layers), and finally FINISHED or FAILED.
+        """
+        if self._started:
+            raise RuntimeError("Trainer.updates() runs once; create a new Trainer to train again")
+        self._started = True
+        try:
+            yield from self._train()
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the person as a message
+            log.debug("training failed", exc_info=True)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.result = TrainResult(None, None, self.history, "failed", self.iteration)
+            yield Update(
+                UpdateKind.FAILED,
+                self.iteration,
+                self.config.iterations,
+                {
+                    "reason": describe_failure(exc, self.iteration),
+                    "error_type": exc.__class__.__name__,
+                    "traceback": traceback.format_exc(limit=20),
+                },
+            )
+
+    # -- setup ---------------------------------------------------------------------------------------
+    def _load_resume(self) -> nn.Module:
+        from .checkpoint import load_model
+
+        folder = Path(self.config.resume_from)
+        if not folder.is_dir():
+            raise ResumeError(f"{folder}: cannot resume: no such model folder")
+        model, config = load_model(folder, device="cpu")
+        if config.get("method") not in (None, self.config.method):
+            raise ResumeError(
+                f"{folder}: was trained with method {config.get('method')!r}, cannot resume it with {self.config.method!r}"
+            )
+        self._resume_config = config
+        self._resume_state = load_training_state(folder)
+        return model
+
+    def _make_model_config(self) -> Any:
+        from ..models import PRESETS, ModelConfig
+
+        cfg = self.config
+        data = {
+            "spatial_dims": 2 if cfg.spatial == "2d" else 3,
+            "in_channels": int(self.items[0].image.shape[0]),
+            "num_classes": self.num_classes,
+            "multilabel": self.multilabel,
+        }
+        if self._resume_config is not None:
+            mc = ModelConfig.from_dict(self._resume_config["model"])
+            wrong = {k: (getattr(mc, k), v) for k, v in data.items() if getattr(mc, k) != v}
+            if wrong:
+                detail = ", ".join(f"{k}: model {a}, data {b}" for k, (a, b) in wrong.items())
+                raise ResumeError(f"{cfg.resume_from}: the saved model does not fit this training data ({detail})")
+            return mc
+        if cfg.preset not in PRESETS:
+            raise ConfigError(f"unknown model preset {cfg.preset!r}; available: {sorted(PRESETS)}")
+        for key, value in data.items():
+            if key in cfg.model and cfg.model[key] != value:
+                raise ConfigError(f"model setting {key}={cfg.model[key]!r} contradicts the training data ({value!r})")
+        return ModelConfig.from_dict({**PRESETS[cfg.preset], **cfg.model, **data})
+
+    def _prepare_data(self, items: list[TrainingItem]) -> None:
+        """Validation split and sampler for ``items`` (already checked)."""
+        cfg = self.config
+        split = split_validation(
+            items, cfg.val_fraction, cfg.patch_size, cfg.spatial, self.multilabel,
+            block=cfg.val_block, seed=cfg.seed,
+        )
+        sampler = PatchSampler(
+            split.train_items, cfg.patch_size, cfg.spatial, self.multilabel, self.num_classes,
+            annotated_fraction=cfg.annotated_fraction, rng=self._sampler_rng,
+            require_target=self.method.needs_target,
+        )
+        self.items, self._split, self._sampler = items, split, sampler
+        if split.message:
+            self._log(split.message, "warning")
+
+    def _log(self, message: str, level: str = "info") -> None:
+        self._outbox.append(Update(UpdateKind.LOG, self.iteration, self.config.iterations,
+                                   {"message": message, "level": level}))
+
+    def _emit_result(self, layers: dict[str, Any]) -> None:
+        if layers:
+            self._outbox.append(Update(UpdateKind.RESULT, self.iteration, self.config.iterations,
+                                       {"method": self.method.name, "layers": layers}))
+
+    def _drain(self) -> Iterator[Update]:
+        while self._outbox:
+            yield self._outbox.pop(0)
+
+    def _set_training_items(self, items: list[TrainingItem]) -> None:
+        """For methods: draw patches from these items (pseudo-labels), keep the validation split."""
+        checked = check_items(items, self.num_classes, self.multilabel, self.config.spatial)
+        cfg = self.config
+        self._sampler = PatchSampler(
+            checked, cfg.patch_size, cfg.spatial, self.multilabel, self.num_classes,
+            annotated_fraction=cfg.annotated_fraction, rng=self._sampler_rng,
+            require_target=self.method.needs_target,
+        )
+        self._ctx.items = checked
+
+    def _predict_probs(self, image: np.ndarray) -> np.ndarray:
+        from .preview import predict_probabilities
+
+        model = self.model
+        was = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                return predict_probabilities(model, image, self.device, self.multilabel, self.config.patch_size,
+                                             self.amp, self.config.batch_size)
+        finally:
+            model.train(was)
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def _train(self) -> Iterator[Update]:
+        cfg = self.config
+        total = cfg.iterations
+        t_start = time.perf_counter()
+        self._sampler_rng = np.random.default_rng([cfg.seed, 1])
+        augmenter = Augmenter(self.augment_config, 2 if cfg.spatial == "2d" else 3, np.random.default_rng([cfg.seed, 2]))
+        torch.manual_seed(cfg.seed + 1)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick fast kernels
+        self._prepare_data(self.items)
+        groups = self.method.parameter_groups(self.models, cfg.weight_decay)
+        optimizer = AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self._ctx = ctx = MethodContext(
+            iteration=0, total_iterations=total, num_classes=self.num_classes, multilabel=self.multilabel,
+            class_names=list(self.class_names), device=self.device, models=self.models,
+            epoch_length=self._sampler.epoch_length(cfg.batch_size), items=self._split.train_items,
+            log=self._log, predict=self._predict_probs, set_training_items=self._set_training_items,
+            emit_result=self._emit_result,
+        )
+        best_val = math.inf
+        if self._resume_state is not None:
+            best_val = self._restore_state(self._resume_state, optimizer, scaler, augmenter)
+        elif self._resume_config is not None:
+            self.iteration = int(self._resume_config.get("iteration", 0))
+            self._log("no training_state.pt in the model folder: resuming the weights with a fresh optimizer", "warning")
+        ctx.iteration = self.iteration
+        ctx.epoch = self.iteration // ctx.epoch_length
+        out_dir = _dir_or_none(cfg.output_dir)
+        yield Update(UpdateKind.STARTED, self.iteration, total, {
+            "device": str(self.device), "method": self.method.name, "total": total,
+            "start_iteration": self.iteration, "amp": self.amp, "model": self.model_config.to_dict(),
+            "n_items": len(self.items), "n_train_pixels": self._split.n_train_pixels,
+            "n_val_pixels": self._split.n_val_pixels, "validation": self._split.enabled,
+            "epoch_length": ctx.epoch_length,
+        })
+        self.method.on_start(ctx)
+        yield from self._drain()
+        if self.iteration >= total:
+            self._log(f"the model already has {self.iteration} iterations (>= {total}): nothing to train", "warning")
+            yield from self._drain()
+
+        reason = "done"
+        best_state: dict[str, dict[str, torch.Tensor]] | None = None
+        bad_validations = 0
+        acc_loss: torch.Tensor | None = None
+        acc_terms: dict[str, Any] = {}
+        acc_n = 0
+        t_window = time.perf_counter()
+        last_preview = time.perf_counter()  # timed previews start preview_every_s after the start
+        first_preview_due = cfg.preview_every_s > 0  # the first preview follows the first PROGRESS
+        progress_sent = False
+        while self.iteration < total:
+            # -- between steps: control, new annotations, preview requests
+            if self.control.should_stop:
+                reason = "stopped"
+                break
+            if self.control.is_paused:
+                t_pause = time.perf_counter()
+                yield Update(UpdateKind.PAUSED, self.iteration, total, {})
+                while self.control.is_paused and not self.control.should_stop:
+                    self.control.wait_while_paused(PAUSE_POLL_S)
+                    if self._preview_new:  # the person looks elsewhere while paused: show it
+                        yield self._preview_update()
+                        last_preview = time.perf_counter()
+                t_window += time.perf_counter() - t_pause  # paused time does not count as training time
+                if not self.control.should_stop:
+                    yield Update(UpdateKind.RESUMED, self.iteration, total, {})
+                continue
+            pending, self._pending_items = self._pending_items, None
+            if pending is not None:
+                changed = self._apply_items(pending)
+                yield from self._drain()
+                if changed and self._split.enabled:
+                    best_val, bad_validations = math.inf, 0  # a new validation set: old losses do not compare
+
+            # -- one optimisation step
+            lr = self._set_lr(optimizer, self.iteration)
+            loss, terms = self._step(augmenter, optimizer, scaler, ctx)
+            self.iteration += 1
+            ctx.iteration = self.iteration
+            acc_loss = loss if acc_loss is None else acc_loss + loss
+            for k, v in terms.items():
+                v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+                acc_terms[k] = v if k not in acc_terms else acc_terms[k] + v
+            acc_n += 1
+            self.method.on_iteration(ctx)
+            every = self.method.pseudo_label_every
+            if every > 0 and self.iteration % every == 0:
+                self.method.pseudo_label_step(ctx)
+            if self.iteration % ctx.epoch_length == 0:
+                ctx.epoch += 1
+                self.method.on_epoch_end(ctx)
+                self._emit_result(self.method.result_layers())
+            yield from self._drain()
+
+            # -- reports
+            if self.iteration % cfg.log_every == 0 or self.iteration == total:
+                now = time.perf_counter()
+                mean_loss = float(acc_loss) / acc_n
+                if not math.isfinite(mean_loss):
+                    raise TrainingFailed(
+                        f"the loss became {mean_loss} at iteration {self.iteration}: lower the learning rate "
+                        "or check that the images are normalised"
+                    )
+                losses = {k: float(v) / acc_n for k, v in acc_terms.items()}
+                its = acc_n / max(now - t_window, 1e-9)
+                record = {"kind": "train", "iteration": self.iteration, "loss": mean_loss, "lr": lr,
+                          "its_per_s": its, **{f"loss_{k}": v for k, v in losses.items()}}
+                self.history.append(record)
+                yield Update(UpdateKind.PROGRESS, self.iteration, total, {
+                    "loss": mean_loss, "losses": losses, "lr": lr, "its_per_s": its, "epoch": ctx.epoch,
+                    "elapsed_s": now - t_start, "eta_s": (total - self.iteration) / max(its, 1e-9),
+                })
+                acc_loss, acc_terms, acc_n, t_window = None, {}, 0, now
+                progress_sent = True
+            if self._split.enabled and (self.iteration % cfg.val_every == 0 or self.iteration == total):
+                t_val = time.perf_counter()
+                metrics = evaluate_split(self.model, self._split, self.class_names, self.multilabel,
+                                         self.device, cfg.batch_size, self.amp)
+                improved = metrics["val_loss"] < best_val
+                if improved:
+                    best_val, bad_validations = metrics["val_loss"], 0
+                    best_state = {n: {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
+                                  for n, m in self.models.items()}
+                else:
+                    bad_validations += 1
+                self.history.append({"kind": "val", "iteration": self.iteration, "val_loss": metrics["val_loss"],
+                                     "dice_mean": metrics["dice_mean"], "accuracy": metrics["accuracy"]})
+                yield Update(UpdateKind.VALIDATION, self.iteration, total, {**metrics, "best": improved,
+                                                                             "best_val_loss": best_val})
+                if improved and out_dir is not None:
+                    yield self._checkpoint(out_dir / "best", "best", optimizer, scaler, augmenter, best_val)
+                if out_dir is not None and self.iteration < total:
+                    yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter, best_val)
+                t_window += time.perf_counter() - t_val  # validation time is not training throughput
+                if cfg.early_stopping and bad_validations >= cfg.early_stopping:
+                    self._log(f"validation loss did not improve for {bad_validations} validations: stopping early")
+                    yield from self._drain()
+                    reason = "early-stopping"
+                    break
+            elif (not self._split.enabled and out_dir is not None and self.iteration % cfg.val_every == 0
+                  and self.iteration < total):
+                yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter, None)
+            now = time.perf_counter()
+            due = (first_preview_due and progress_sent) or (
+                cfg.preview_every_s > 0 and now - last_preview >= cfg.preview_every_s)
+            if self._preview_new or due:
+                t_prev = time.perf_counter()
+                yield self._preview_update()
+                first_preview_due = False
+                last_preview = time.perf_counter()
+                t_window += last_preview - t_prev
+
+        # -- the end: last model, then the best one becomes the inference network
+        last_dir = best_dir = None
+        if out_dir is not None:
+            yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter,
+                                   best_val if math.isfinite(best_val) else None)
+            last_dir = best_dir = out_dir / "last"
+            if best_state is not None and (out_dir / "best").is_dir():
+                best_dir = out_dir / "best"
+        if best_state is not None:
+            for name, state in best_state.items():
+                self.models[name].load_state_dict(state)
+        self._emit_result(self.method.result_layers())
+        yield from self._drain()
+        self.result = TrainResult(best_dir, last_dir, self.history, reason, self.iteration,
+                                  best_val if math.isfinite(best_val) else None)
+        yield Update(UpdateKind.FINISHED, self.iteration, total, {
+            "best_path": None if best_dir is None else str(best_dir),
+            "last_path": None if last_dir is None else str(last_dir),
+            "reason": reason, "best_val_loss": self.result.best_val_loss,
+            "seconds": time.perf_counter() - t_start, "history": list(self.history),
+        })
+
+    def _step(self, augmenter: Augmenter, optimizer: AdamW, scaler: Any,
+              ctx: MethodContext) -> tuple[torch.Tensor, dict[str, Any]]:
+        batch_np = self._sampler.sample(self.config.batch_size)
+        batch = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in batch_np.items()}
+        batch = augmenter(batch)
+        batch["geometry"] = torch.from_numpy(batch["geometry"]).to(self.device)
+        for m in self.models.values():
+            m.train()
+        with autocast_context(self.device, self.amp):
+            outputs = self.method.forward(self.models, batch, ctx)
+            loss, terms = self.method.loss(batch, outputs, ctx)
+        optimizer.zero_grad(set_to_none=True)
+        if self.amp:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return loss.detach().float(), terms
+
+    def _set_lr(self, optimizer: AdamW, iteration: int) -> float:
+        """Linear warm-up, then cosine decay to ``MIN_LR_FACTOR`` of the base rate."""
+        cfg = self.config
+        factor = lr_factor(iteration, cfg.iterations, cfg.warmup, MIN_LR_FACTOR)
+        for g in optimizer.param_groups:
+            g["lr"] = g["initial_lr"] * factor
+        return cfg.lr * factor
+
+    def _apply_items(self, items: list[TrainingItem]) -> bool:
+        """Swap in new annotations; on unusable items log a warning and keep the old ones."""
+        try:
+            checked = check_items(items, self.num_classes, self.multilabel, self.config.spatial)
+            if checked[0].image.shape[0] != self.items[0].image.shape[0]:
+                raise TrainingDataError(
+                    f"the new images have {checked[0].image.shape[0]} channels, the model was built for "
+                    f"{self.items[0].image.shape[0]}"
+                )
+            self._prepare_data(checked)
+        except TrainingDataError as exc:
+            self._log(f"new annotations not used: {exc}", "warning")
+            return False
+        self._ctx.items = self._split.train_items
+        self._ctx.epoch_length = self._sampler.epoch_length(self.config.batch_size)
+        self._log(f"training on updated annotations ({self._split.n_train_pixels} annotated pixels, "
+                  f"{self._split.n_val_pixels} held out for validation)")
+        return True
+
+    # -- previews ------------------------------------------------------------------------------------
+    def _resolve_region(self, image_index: int, region: tuple | None) -> tuple[TrainingItem, tuple[slice, ...]]:
+        if not 0 <= image_index < len(self.items):
+            raise RegionError(f"preview image index {image_index} is out of range (0..{len(self.items) - 1})")
+        item = self.items[image_index]
+        if region is None:
+            return item, default_region(item, self.multilabel)
+        return item, normalise_region(region, item.image.shape[1:], f"preview of {item.name!r}")
+
+    def _preview_update(self) -> Update:
+        self._preview_new = False
+        index, region = self._preview_request
+        try:
+            item, region = self._resolve_region(index, region)
+        except RegionError as exc:  # a stale request (e.g. after new items): fall back to the default
+            self._log(f"{exc}; showing image 0 instead", "warning")
+            index, (item, region) = 0, self._resolve_region(0, None)
+        labels, confidence = predict_region(
+            self.model, item, region, self.config.spatial, self.config.patch_size, self.device,
+            self.multilabel, self.amp, self.config.batch_size,
+        )
+        return Update(UpdateKind.PREVIEW, self.iteration, self.config.iterations, {
+            "image_index": index, "region": tuple((s.start, s.stop) for s in region),
+            "labels": labels, "confidence": confidence, "name": item.name,
+        })
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _checkpoint(self, folder: Path, which: str, optimizer: AdamW, scaler: Any,
+                    augmenter: Augmenter, val_loss: float | None) -> Update:
+        from .checkpoint import save_model
+
+        extra = {
+            "class_names": list(self.class_names),
+            "multilabel": self.multilabel,
+            "train_config": self.config.to_dict(),
+            "method": self.method.name,
+            "normalisation": self.normalisation,
+            "history": list(self.history),
+            "iteration": self.iteration,
+            "val_loss": val_loss,
+        }
+        save_model(folder, self.model, extra)
+        others = {n: m.state_dict() for n, m in self.models.items() if n != self.method.inference_model}
+        save_training_state(folder, {
+            "iteration": self.iteration,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if self.amp else {},
+            "method": self.method.state_dict(),
+            "models": others,
+            "best_val_loss": val_loss if val_loss is not None else math.inf,
+            "rng": {"sampler": self._sampler_rng.bit_generator.state,
+                    "augment": augmenter.rng.bit_generator.state,
+                    "torch": torch.get_rng_state()},
+        })
+        return Update(UpdateKind.CHECKPOINT, self.iteration, self.config.iterations,
+                      {"path": str(folder), "which": which, "val_loss": val_loss})
+
+    def _restore_state(self, state: dict[str, Any], optimizer: AdamW, scaler: Any,
+                       augmenter: Augmenter) -> float:
+        """Load a saved training state; returns the best validation loss it recorded."""
+        self.iteration = int(state["iteration"])
+        for name, sd in (state.get("models") or {}).items():
+            if name in self.models:
+                self.models[name].load_state_dict(sd)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            # the schedule follows this run's learning rate (groups keep their ratios to it)
+            saved_lr = float(((self._resume_config or {}).get("train_config") or {}).get("lr", self.config.lr))
+            for g in optimizer.param_groups:
+                g["initial_lr"] = g.get("initial_lr", saved_lr) * self.config.lr / saved_lr
+        except (ValueError, KeyError, RuntimeError, IndexError) as exc:
+            self._log(f"optimizer state not restored ({exc}); continuing with a fresh optimizer", "warning")
+        if self.amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        self.method.load_state_dict(state.get("method") or {})
+        rng = state.get("rng") or {}
+        try:
+            if "sampler" in rng:
+                self._sampler_rng.bit_generator.state = rng["sampler"]
+            if "augment" in rng:
+                augmenter.rng.bit_generator.state = rng["augment"]
+            if "torch" in rng:
+                torch.set_rng_state(rng["torch"])
+        except (ValueError, TypeError, RuntimeError):
+            pass  # a different numpy/torch: continue with fresh random streams
+        self._log(f"resumed from {self.config.resume_from} at iteration {self.iteration}")
+        best = state.get("best_val_loss", math.inf)
+        return float(best) if best is not None else math.inf

@@ -1,0 +1,198 @@
+"""Shared plumbing of the inference functions: devices, eval mode, forward pass with TTA, blending."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_labelfx.inference.errors import InferenceError
+
+#: Accumulators larger than this stay in host memory even when the model runs on a GPU.
+MAX_DEVICE_ACCUMULATOR_BYTES = 2 * 2**30
+
+
+def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """``None`` -> the model's device; ``"auto"`` -> CUDA, MPS or CPU; else ``torch.device(device)``."""
+    if device is None:
+        param = next(itertools.chain(model.parameters(), model.buffers()), None)
+        return param.device if param is not None else torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        from napari_labelfx.engine.device import select_device  # imported lazily: engine is optional here
+
+        return select_device("auto")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InferenceError(f"invalid device {device!r}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put the model in eval mode (BatchNorm statistics, no dropout) and restore its mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """Segmentation logits from a model output: ``SegOutput``, tensor, dict or tuple."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, dict) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise InferenceError(f"cannot find segmentation logits in a model output of type {type(output).__name__}")
+
+
+def model_attr(model: nn.Module, name: str, default: Any) -> Any:
+    """An attribute of ``model.config`` if the model has one (registry models do)."""
+    return getattr(getattr(model, "config", None), name, default)
+
+
+def flip_axes(spatial_dims: int) -> list[tuple[int, ...]]:
+    """All subsets of the spatial tensor axes (2 .. 2+spatial_dims-1), the identity first."""
+    axes = range(2, 2 + spatial_dims)
+    return [c for k in range(spatial_dims + 1) for c in itertools.combinations(axes, k)]
+
+
+class TileForward:
+    """Runs a batch of tiles through the model and returns class probabilities (float32).
+
+    With ``tta`` the batch is also run mirrored along every combination of spatial axes; each
+    result is mirrored back before averaging, so the output is aligned with the input tiles.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, spatial_dims: int, multilabel: bool,
+                 tta: bool, amp: bool) -> None:
+        self.model = model
+        self.device = device
+        self.multilabel = multilabel
+        self.flips = flip_axes(spatial_dims) if tta else [()]
+        self.amp = amp and device.type == "cuda"
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def __call__(self, tiles: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device, non_blocking=True)
+        total: torch.Tensor | None = None
+        for axes in self.flips:
+            xi = torch.flip(x, axes) if axes else x
+            with self._autocast():
+                logits = logits_of(self.model(xi))
+            # probabilities are computed and blended in float32 even under AMP
+            logits = logits.float()
+            probs = torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+            if axes:
+                probs = torch.flip(probs, axes)
+            total = probs if total is None else total.add_(probs)
+        assert total is not None
+        return total.div_(len(self.flips)) if len(self.flips) > 1 else total
+
+
+class Blender:
+    """Weighted sum of tile probabilities over a window of the image, and the sum of weights.
+
+    The window covers the whole (padded) image for in-memory prediction, or one slab along the
+    first spatial axis for streaming; ``shift`` drops finished leading rows.
+    """
+
+    def __init__(self, window: Sequence[int], weights: np.ndarray, device: torch.device) -> None:
+        self.window = tuple(int(w) for w in window)
+        self.roi = weights.shape
+        self.device = device
+        self.weights = torch.from_numpy(weights).to(device)
+        self.acc: torch.Tensor | None = None  # (K, *window), allocated when K is known
+        self.wsum = torch.zeros(self.window, dtype=torch.float32, device=device)
+
+    def add(self, starts: Sequence[Sequence[int]], probs: torch.Tensor) -> None:
+        probs = probs.to(self.device)
+        if self.acc is None:
+            self.acc = torch.zeros((probs.shape[1], *self.window), dtype=torch.float32, device=self.device)
+        elif probs.shape[1] != self.acc.shape[0]:
+            raise InferenceError(f"the model returned {probs.shape[1]} classes, earlier tiles {self.acc.shape[0]}")
+        for start, p in zip(starts, probs):
+            region = tuple(slice(s, s + r) for s, r in zip(start, self.roi))
+            self.acc[(slice(None), *region)].addcmul_(p, self.weights)
+            self.wsum[region].add_(self.weights)
+
+    def result(self, rows: int | None = None) -> torch.Tensor:
+        """Blended probabilities (K, rows, ...) of the first ``rows`` rows (all when None)."""
+        if self.acc is None:
+            raise InferenceError("no tile was predicted")
+        n = self.window[0] if rows is None else rows
+        return self.acc[:, :n] / self.wsum[:n]
+
+    def shift(self, rows: int) -> None:
+        """Drop the first ``rows`` rows; the freed rows at the end start from zero."""
+        if self.acc is None or rows <= 0:
+            return
+        keep = self.window[0] - rows
+        if keep > 0:
+            self.acc[:, :keep] = self.acc[:, rows:].clone()
+            self.wsum[:keep] = self.wsum[rows:].clone()
+        self.acc[:, max(keep, 0):] = 0
+        self.wsum[max(keep, 0):] = 0
+
+
+def accumulator_device(compute: torch.device, nbytes: int) -> torch.device:
+    """Blend on the compute device unless the accumulator would be too big for it."""
+    if compute.type == "cpu" or nbytes <= MAX_DEVICE_ACCUMULATOR_BYTES:
+        return compute
+    return torch.device("cpu")
+
+
+def report_progress(progress: Any, n: int, done: int, total: int) -> None:
+    """Tell a tqdm-like object (``update(n)``) or a callback ``progress(done, total)`` about new tiles."""
+    if progress is None:
+        return
+    if hasattr(progress, "update"):
+        progress.update(n)
+    elif callable(progress):
+        progress(done, total)
+
+
+def normalise_roi(roi_size: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
+    """ROI as a tuple of positive ints with one entry per spatial axis."""
+    roi = (int(roi_size),) * spatial_dims if isinstance(roi_size, (int, np.integer)) else tuple(int(r) for r in roi_size)
+    if len(roi) != spatial_dims or any(r < 1 for r in roi):
+        raise InferenceError(f"roi_size {roi_size!r} does not fit a {spatial_dims}D image (need {spatial_dims} positive sizes)")
+    return roi
+
+
+def pad_to_roi(array: np.ndarray, roi: Sequence[int]) -> np.ndarray:
+    """Pad a channels-first array at the far end of each spatial axis shorter than the ROI (mirror)."""
+    pads = [(0, 0)] + [(0, max(0, r - s)) for s, r in zip(array.shape[1:], roi)]
+    if not any(p[1] for p in pads):
+        return array
+    # numpy's reflect mirrors repeatedly when the pad is longer than the axis, and repeats a 1-pixel axis
+    return np.pad(array, pads, mode="reflect")
+
+
+def check_image(model: nn.Module, image: Any, roi_dims: int | None = None) -> int:
+    """Validate a channels-first image against the model; return its number of spatial axes."""
+    shape = tuple(getattr(image, "shape", ()))
+    dims = model_attr(model, "spatial_dims", roi_dims if roi_dims is not None else len(shape) - 1)
+    if len(shape) != dims + 1:
+        axes = "(C, Y, X)" if dims == 2 else "(C, Z, Y, X)"
+        raise InferenceError(f"the model expects a channels-first {dims}D image {axes}, got shape {shape}")
+    channels = model_attr(model, "in_channels", shape[0])
+    if shape[0] != channels:
+        raise InferenceError(f"the model expects {channels} channel(s), the image has {shape[0]} (shape {shape})")
+    if any(s < 1 for s in shape[1:]):
+        raise InferenceError(f"the image is empty (shape {shape})")
+    return dims

@@ -1,0 +1,103 @@
+"""In-memory sliding-window prediction with Gaussian blending and flip TTA."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_labelfx.inference._runtime import (
+    Blender,
+    TileForward,
+    accumulator_device,
+    check_image,
+    eval_mode,
+    model_attr,
+    normalise_roi,
+    pad_to_roi,
+    report_progress,
+    resolve_device,
+)
+from napari_labelfx.inference.errors import InferenceError
+from napari_labelfx.inference.tiling import importance_map, tile_grid
+
+
+def iter_tile_batches(
+    forward: TileForward, array: np.ndarray, starts: Sequence[tuple[int, ...]], roi: Sequence[int], batch_size: int
+) -> Iterator[tuple[Sequence[tuple[int, ...]], torch.Tensor]]:
+    """Yield ``(starts of the batch, probabilities (B, K, *roi))`` for consecutive batches of tiles."""
+    for i in range(0, len(starts), batch_size):
+        batch = starts[i : i + batch_size]
+        tiles = np.stack(
+            [array[(slice(None), *(slice(s, s + r) for s, r in zip(start, roi)))] for start in batch]
+        )
+        yield batch, forward(tiles)
+
+
+def sliding_window_predict(
+    model: nn.Module,
+    image: Any,
+    roi_size: int | Sequence[int],
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    blend: str = "gaussian",
+    tta: bool = False,
+    device: str | torch.device | None = None,
+    num_classes: int | None = None,
+    multilabel: bool | None = None,
+    progress: Any = None,
+    amp: bool = True,
+) -> np.ndarray:
+    """Predict class probabilities of a whole image with overlapping tiles.
+
+    Parameters
+    ----------
+    model : network returning ``SegOutput`` (or logits); put in eval mode for the call, then restored.
+    image : channels-first ``(C, Y, X)`` or ``(C, Z, Y, X)`` array-like (numpy, dask, zarr), already
+        normalised; it is read into memory once (use ``predict_to_zarr`` for volumes that do not fit).
+    roi_size : window size (int for all axes, or one per spatial axis). Axes shorter than the ROI are
+        mirror-padded up to it and cropped back.
+    overlap : fraction of the window shared by neighbouring windows, in [0, 1).
+    batch_size : windows per forward pass.
+    blend : ``"gaussian"`` (centre-weighted) or ``"constant"`` (plain average) blending.
+    tta : average the mirrored predictions over all flips of the spatial axes (4 in 2D, 8 in 3D).
+    device : compute device; None = the model's device (the model is moved if another is given).
+    num_classes : expected number of output channels (checked), or None to take the model's.
+    multilabel : sigmoid per class instead of softmax; None = ``model.config.multilabel``.
+    progress : tqdm-like (``update(n)`` per batch of tiles) or a callable ``progress(done, total)``.
+    amp : float16 autocast when computing on CUDA.
+
+    Returns
+    -------
+    np.ndarray : float32 probabilities ``(K, *spatial)``.
+    """
+    if batch_size < 1:
+        raise InferenceError(f"batch_size must be >= 1, got {batch_size}")
+    check_image(model, image, None if isinstance(roi_size, (int, np.integer)) else len(roi_size))
+    array = np.asarray(image, dtype=np.float32)
+    spatial = array.shape[1:]
+    roi = normalise_roi(roi_size, len(spatial))
+    padded = pad_to_roi(array, roi)
+    starts = tile_grid(padded.shape[1:], roi, overlap)
+    weights = importance_map(roi, blend)
+    dev = resolve_device(model, device)
+    if multilabel is None:
+        multilabel = bool(model_attr(model, "multilabel", False))
+    k_guess = num_classes or model_attr(model, "num_classes", 1)
+    acc_dev = accumulator_device(dev, 4 * (k_guess + 1) * int(np.prod(padded.shape[1:])))
+
+    model.to(dev)
+    with torch.inference_mode(), eval_mode(model):
+        forward = TileForward(model, dev, len(spatial), multilabel, tta, amp)
+        blender = Blender(padded.shape[1:], weights, acc_dev)
+        done = 0
+        for batch, probs in iter_tile_batches(forward, padded, starts, roi, batch_size):
+            if num_classes is not None and probs.shape[1] != num_classes:
+                raise InferenceError(f"the model returned {probs.shape[1]} classes, expected num_classes={num_classes}")
+            blender.add(batch, probs)
+            done += len(batch)
+            report_progress(progress, len(batch), done, len(starts))
+        result = blender.result()[(slice(None), *(slice(0, s) for s in spatial))]
+        return np.ascontiguousarray(result.cpu().numpy(), dtype=np.float32)

@@ -1,0 +1,274 @@
+"""Slab-by-slab prediction of volumes larger than memory, written to Zarr as it goes.
+
+The image is read along its first spatial axis (Z for volumes, Y for 2D images) one slab at a time,
+a slab being one window depth. All windows starting at the same Z are predicted and blended into
+an accumulator that is only one window deep; rows in front of the next window start can receive no
+further contribution, so they are divided by their weights, turned into labels and written out,
+and the accumulator slides on. Peak memory is set by the slab, not by the volume.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import torch
+import zarr
+from torch import nn
+
+from napari_labelfx.data.normalize import apply_normalisation
+from napari_labelfx.inference._runtime import (
+    Blender,
+    TileForward,
+    accumulator_device,
+    check_image,
+    eval_mode,
+    model_attr,
+    normalise_roi,
+    pad_to_roi,
+    report_progress,
+    resolve_device,
+)
+from napari_labelfx.inference.errors import InferenceError
+from napari_labelfx.inference.labels import labels_dtype, probabilities_to_labels
+from napari_labelfx.inference.sliding_window import iter_tile_batches
+from napari_labelfx.inference.tiling import importance_map, tile_grid, tile_starts
+from napari_labelfx.io.atomic import atomic_path
+from napari_labelfx.io.zarr_io import COMPLETE_ATTR, LABELS_ATTR
+
+
+def _read_slab(image: Any, start: int, stop: int, normalisation: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Rows ``[start, stop)`` of the first spatial axis as float32 (C, stop-start, ...), normalised."""
+    block = np.asarray(image[:, start:stop], dtype=np.float32)
+    if normalisation is not None:
+        # out of place: for a float32 numpy input ``block`` is a view of the caller's array
+        lo, hi = normalisation
+        block = apply_normalisation(block, np.asarray(lo, np.float32), np.asarray(hi, np.float32))
+    return block
+
+
+@torch.inference_mode()
+def stream_probabilities(
+    model: nn.Module,
+    image: Any,
+    roi_size: int | Sequence[int],
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    blend: str = "gaussian",
+    tta: bool = False,
+    device: str | torch.device | None = None,
+    multilabel: bool | None = None,
+    normalisation: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: Any = None,
+    amp: bool = True,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start, probabilities (K, n, *rest))`` for consecutive finished ranges of the first axis.
+
+    Same parameters as :func:`~napari_labelfx.inference.sliding_window_predict`, plus
+    ``normalisation``: per-channel ``(low, high)`` values mapped to 0 and 1 on each slab as it is read
+    (None: the image is already normalised). The blocks tile ``[0, image.shape[1])`` in order and
+    equal the in-memory prediction up to float rounding.
+    """
+    if batch_size < 1:
+        raise InferenceError(f"batch_size must be >= 1, got {batch_size}")
+    check_image(model, image, None if isinstance(roi_size, (int, np.integer)) else len(roi_size))
+    spatial = tuple(int(s) for s in image.shape[1:])
+    roi = normalise_roi(roi_size, len(spatial))
+    padded = tuple(max(s, r) for s, r in zip(spatial, roi))
+    z_starts = tile_starts(padded[0], roi[0], overlap)
+    # windows inside one slab: first-axis offset 0, every in-plane position
+    plane = [(0, *s) for s in tile_grid(padded[1:], roi[1:], overlap)]
+    total = len(z_starts) * len(plane)
+    weights = importance_map(roi, blend)
+    dev = resolve_device(model, device)
+    if multilabel is None:
+        multilabel = bool(model_attr(model, "multilabel", False))
+    window = (roi[0], *padded[1:])
+    k_guess = model_attr(model, "num_classes", 1)
+    acc_dev = accumulator_device(dev, 4 * (k_guess + 1) * int(np.prod(window)))
+    crop_rest = tuple(slice(0, s) for s in spatial[1:])
+
+    model.to(dev)
+    # torch.inference_mode() as a decorator of a generator is active only while it runs, not while
+    # the consumer handles a yielded block
+    with eval_mode(model):
+        forward = TileForward(model, dev, len(spatial), multilabel, tta, amp)
+        blender = Blender(window, weights, acc_dev)
+        done = 0
+        for i, z in enumerate(z_starts):
+            slab = pad_to_roi(_read_slab(image, z, min(z + roi[0], spatial[0]), normalisation), roi)
+            for batch, probs in iter_tile_batches(forward, slab, plane, roi, batch_size):
+                blender.add(batch, probs)
+                done += len(batch)
+                report_progress(progress, len(batch), done, total)
+            # rows before the next window start are final
+            finished = (z_starts[i + 1] if i + 1 < len(z_starts) else padded[0]) - z
+            real = min(z + finished, spatial[0]) - z
+            if real > 0:
+                block = blender.result(real)[(slice(None), slice(None), *crop_rest)]
+                yield z, np.ascontiguousarray(block.cpu().numpy(), dtype=np.float32)
+            blender.shift(finished)
+
+
+def _default_chunks(shape: Sequence[int], axes: str) -> tuple[int, ...]:
+    """About 1-4 MB chunks, like the io label writer: (16, 256, 256) bricks in volumes, 1024^2 in 2D."""
+    out = []
+    for size, a in zip(shape, axes):
+        if a in "YX":
+            out.append(min(size, 256 if "Z" in axes else 1024))
+        elif a == "Z":
+            out.append(min(size, 16))
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+#: Rows converted to labels at a time: argmax makes an int64 temporary the size of its input.
+_LABEL_ROWS = 4
+
+
+def _labels_in_pieces(probs: np.ndarray, multilabel: bool, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """``probabilities_to_labels`` over a few rows at a time, to keep temporaries small."""
+    n = probs.shape[1]
+    labels = confidence = None
+    for r in range(0, n, _LABEL_ROWS):
+        lab, conf = probabilities_to_labels(probs[:, r : r + _LABEL_ROWS], multilabel, threshold)
+        if labels is None:
+            labels = np.empty((*lab.shape[: lab.ndim - conf.ndim], n, *conf.shape[1:]), lab.dtype)
+            confidence = np.empty((n, *conf.shape[1:]), np.float32)
+        lead = (slice(None),) * (lab.ndim - conf.ndim)  # the class axis of multi-label outputs
+        labels[(*lead, slice(r, r + _LABEL_ROWS))] = lab
+        confidence[r : r + _LABEL_ROWS] = conf
+    assert labels is not None and confidence is not None
+    return labels, confidence
+
+
+class _ZarrOut:
+    """A label/confidence array written row range by row range, created in a temporary folder."""
+
+    def __init__(self, tmp: Path, shape: tuple[int, ...], dtype: Any, axes: str, chunks: Sequence[int] | None,
+                 attributes: dict[str, Any]) -> None:
+        chunk_shape = tuple(int(c) for c in chunks) if chunks is not None else _default_chunks(shape, axes)
+        if len(chunk_shape) != len(shape):
+            raise InferenceError(f"chunks {chunk_shape} must have one entry per axis of the output {shape}")
+        self.array = zarr.create_array(
+            store=str(tmp), shape=shape, dtype=dtype, chunks=chunk_shape, fill_value=0, zarr_format=3,
+            dimension_names=[a.lower() for a in axes], attributes=attributes,
+            config={"write_empty_chunks": True},  # every chunk on disk: a missing one means damage
+        )
+
+    def write(self, index: tuple[slice, ...], block: np.ndarray) -> None:
+        self.array[index] = block
+
+    def close(self) -> None:
+        self.array.attrs[COMPLETE_ATTR] = True
+
+
+class _TiffOut:
+    """A float32 TIFF written through a memory map (pages reach the disk, not the heap)."""
+
+    def __init__(self, tmp: Path, shape: tuple[int, ...], dtype: Any) -> None:
+        self.array = tifffile.memmap(str(tmp), shape=shape, dtype=dtype, photometric="minisblack", bigtiff=True)
+
+    def write(self, index: tuple[slice, ...], block: np.ndarray) -> None:
+        self.array[index] = block
+        self.array.flush()
+
+    def close(self) -> None:
+        self.array.flush()
+        del self.array
+
+
+def predict_to_zarr(
+    model: nn.Module,
+    image: Any,
+    out_path: str | os.PathLike,
+    roi_size: int | Sequence[int],
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    blend: str = "gaussian",
+    tta: bool = False,
+    device: str | torch.device | None = None,
+    multilabel: bool | None = None,
+    normalisation: tuple[np.ndarray, np.ndarray] | None = None,
+    threshold: float = 0.5,
+    confidence_path: str | os.PathLike | None = None,
+    axes: str | None = None,
+    scale: Sequence[float] | None = None,
+    unit: str | None = None,
+    chunks: Sequence[int] | None = None,
+    attrs: dict[str, Any] | None = None,
+    progress: Any = None,
+    amp: bool = True,
+) -> Path:
+    """Stream the labels (and optionally the confidence) of a large image into Zarr.
+
+    ``out_path`` becomes a Zarr v3 array of labels (uint8, or uint16 above 256 classes; ``(K, *spatial)``
+    0/1 per class when multi-label) that the io reader opens as labels. ``confidence_path`` (``.zarr``
+    or ``.tif``) receives the float32 confidence, written the same way. Everything is written in
+    temporary paths beside the outputs and renamed at the end, so a failed run leaves no half-written
+    files. Other parameters as in :func:`stream_probabilities`; ``axes`` names the spatial axes
+    (default ``"ZYX"``/``"YX"``), ``scale``/``unit`` the pixel size per spatial axis.
+
+    Returns
+    -------
+    Path : ``out_path``.
+    """
+    out_path = Path(out_path)
+    spatial = tuple(int(s) for s in image.shape[1:])
+    axes = axes or ("ZYX" if len(spatial) == 3 else "YX")
+    if len(axes) != len(spatial):
+        raise InferenceError(f"axes {axes!r} must name the {len(spatial)} spatial axes of shape {spatial}")
+    if confidence_path is not None:
+        confidence_path = Path(confidence_path)
+        if confidence_path.suffix.lower() not in (".zarr", ".tif", ".tiff"):
+            raise InferenceError(f"{confidence_path}: the confidence map is written as .zarr, .tif or .tiff")
+        if confidence_path.resolve() == out_path.resolve():
+            raise InferenceError(f"{confidence_path}: labels and confidence need different paths")
+    if multilabel is None:
+        multilabel = bool(model_attr(model, "multilabel", False))
+    settings = {"kind": "prediction", "multilabel": multilabel, "roi_size": list(normalise_roi(roi_size, len(spatial))),
+                "overlap": overlap, "blend": blend, "tta": tta, **(attrs or {})}
+    base_attrs = {"scale": list(scale) if scale is not None else [1.0] * len(spatial), "unit": unit}
+    blocks = stream_probabilities(
+        model, image, roi_size, overlap=overlap, batch_size=batch_size, blend=blend, tta=tta, device=device,
+        multilabel=multilabel, normalisation=normalisation, progress=progress, amp=amp,
+    )
+    with contextlib.ExitStack() as stack:
+        tmp_labels = stack.enter_context(atomic_path(out_path))
+        tmp_conf = stack.enter_context(atomic_path(confidence_path)) if confidence_path is not None else None
+        labels_out: _ZarrOut | None = None
+        conf_out: _ZarrOut | _TiffOut | None = None
+        for z, probs in blocks:
+            if labels_out is None:
+                k = probs.shape[0]
+                lead_axes, lead = ("C", (k,)) if multilabel else ("", ())
+                label_axes = lead_axes + axes
+                labels_out = _ZarrOut(
+                    tmp_labels, lead + spatial, np.uint8 if multilabel else labels_dtype(k), label_axes,
+                    None if chunks is None else (1,) * len(lead) + tuple(chunks),
+                    {LABELS_ATTR: True, "axes": label_axes, **base_attrs,
+                     "scale": ([1.0] if multilabel else []) + base_attrs["scale"],
+                     "labelfx": {**settings, "num_classes": k}},
+                )
+                if tmp_conf is not None:
+                    if confidence_path.suffix.lower() == ".zarr":  # type: ignore[union-attr]
+                        conf_out = _ZarrOut(tmp_conf, spatial, np.float32, axes, chunks,
+                                            {"axes": axes, **base_attrs, "labelfx": {**settings, "num_classes": k}})
+                    else:
+                        conf_out = _TiffOut(tmp_conf, spatial, np.float32)
+            labels, confidence = _labels_in_pieces(probs, multilabel, threshold)
+            rows = slice(z, z + probs.shape[1])
+            labels_out.write((slice(None), rows) if multilabel else (rows,), labels)
+            if conf_out is not None:
+                conf_out.write((rows,), confidence)
+        if labels_out is None:
+            raise InferenceError("nothing was predicted (empty image?)")
+        labels_out.close()
+        if conf_out is not None:
+            conf_out.close()
+    return out_path

@@ -1,0 +1,174 @@
+"""The interface every training method implements, and the context the trainer hands it.
+
+A method is one small class: its defaults, the networks it needs (``build_models``), how it runs
+them on a batch (``forward``), its loss, and optional hooks the training loop calls at fixed points:
+
+* ``on_start(ctx)`` once before the first step,
+* ``on_iteration(ctx)`` after every optimizer step (e.g. an EMA teacher update),
+* ``pseudo_label_step(ctx)`` every ``pseudo_label_every`` iterations (0 = never),
+* ``on_epoch_end(ctx)`` every ``ctx.epoch_length`` iterations (e.g. relabelling the training set),
+* ``result_layers()`` at the end (and after each epoch): arrays to show as layers.
+
+New methods (deep supervision on ``out.decoder``, reference-guided pseudo-labels on
+``out.features``, dual networks, mean teachers, ...) are one module each, registered with
+:func:`napari_labelfx.methods.register_method`; the loop does not change.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..annotations.kinds import TrainingItem
+
+
+class MethodError(ValueError):
+    """A method name or parameter is unknown or invalid."""
+
+
+def _noop_log(message: str, level: str = "info") -> None:
+    return None
+
+
+@dataclass
+class MethodContext:
+    """What a method may read (and a few things it may do) during training.
+
+    Attributes
+    ----------
+    iteration : iterations completed so far.
+    total_iterations : the training length.
+    num_classes : output channels of the networks.
+    multilabel : sigmoid per class instead of softmax.
+    class_names : names of the classes (index order).
+    device : where the networks and batches live.
+    models : the networks built by the method (name -> module).
+    epoch : completed epochs (an epoch is ``epoch_length`` iterations).
+    epoch_length : iterations per epoch (about one pass over the annotated area).
+    items : the current training items (held-out validation pixels already removed).
+    log : ``log(message, level="info")`` sends a LOG update to the person.
+    predict : ``predict(image (C, *spatial)) -> probabilities (K, *spatial)`` with the inference
+        network in eval mode (for pseudo-label steps).
+    set_training_items : replace the items patches are drawn from (e.g. with pseudo-labels).
+    emit_result : ``emit_result(layers: dict)`` sends a RESULT update right away.
+    """
+
+    iteration: int
+    total_iterations: int
+    num_classes: int
+    multilabel: bool
+    class_names: list[str]
+    device: torch.device
+    models: dict[str, nn.Module]
+    epoch: int = 0
+    epoch_length: int = 1
+    items: list[TrainingItem] = field(default_factory=list)
+    log: Callable[..., None] = _noop_log
+    predict: Callable[[np.ndarray], np.ndarray] | None = None
+    set_training_items: Callable[[list[TrainingItem]], None] | None = None
+    emit_result: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1] (for ramp-ups)."""
+        return min(1.0, self.iteration / max(1, self.total_iterations))
+
+
+class Method:
+    """Base class of training methods (see the module docstring).
+
+    Class attributes
+    ----------------
+    name : registry name.
+    description : one line for menus and ``--help``.
+    defaults : parameters and their default values; ``params`` overrides them.
+    inference_model : the key of ``build_models``' dict whose network predicts.
+    needs_target : patches are drawn only from items with annotated pixels.
+    supports_multilabel : the method handles (K, ...) multi-label targets.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    inference_model: ClassVar[str] = "net"
+    needs_target: ClassVar[bool] = True
+    supports_multilabel: ClassVar[bool] = True
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise MethodError(
+                f"method {self.name!r} has no parameter(s) {unknown}; its parameters are {sorted(self.defaults)}"
+            )
+        self.params: dict[str, Any] = {**self.defaults, **params}
+
+    # -- networks ------------------------------------------------------------------------------------
+    @property
+    def pseudo_label_every(self) -> int:
+        """Iterations between ``pseudo_label_step`` calls (0 = never); from ``params`` when present."""
+        return int(self.params.get("pseudo_label_every", 0))
+
+    def build_models(self, model_config: Any) -> dict[str, nn.Module]:
+        """Networks of this method, built from the model configuration (default: one UNet)."""
+        from ..models import build_model
+
+        return {self.inference_model: build_model(model_config)}
+
+    def parameter_groups(self, models: Mapping[str, nn.Module], weight_decay: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: weight decay on conv/linear weights, none on biases and norms."""
+        decay, no_decay, seen = [], [], set()
+        for model in models.values():
+            for p in model.parameters():
+                if not p.requires_grad or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                (decay if p.ndim > 1 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
+
+    def forward(self, models: Mapping[str, nn.Module], batch: dict[str, torch.Tensor], ctx: MethodContext) -> dict[str, Any]:
+        """Run the networks on a batch; default: the inference network on ``batch["image"]``."""
+        return {self.inference_model: models[self.inference_model](batch["image"])}
+
+    def loss(
+        self, batch: dict[str, torch.Tensor], outputs: dict[str, Any], ctx: MethodContext
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """Total loss and its named terms (floats or 0-d tensors; tensors avoid a GPU sync).
+
+        ``batch`` holds tensors on ``ctx.device``: ``image`` (B, C, *patch), ``target``, optional
+        ``instances``, ``tags``/``has_tags``, ``item_index``, ``origin`` and ``geometry`` (the
+        augmentation applied to each sample).
+        """
+        raise NotImplementedError
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def on_start(self, ctx: MethodContext) -> None:
+        """Called once before the first step."""
+
+    def on_iteration(self, ctx: MethodContext) -> None:
+        """Called after every optimizer step."""
+
+    def pseudo_label_step(self, ctx: MethodContext) -> None:
+        """Called every ``pseudo_label_every`` iterations (when > 0)."""
+
+    def on_epoch_end(self, ctx: MethodContext) -> None:
+        """Called every ``ctx.epoch_length`` iterations."""
+
+    def result_layers(self) -> dict[str, Any]:
+        """Method-specific results to show (name -> numpy array or plain data); empty by default."""
+        return {}
+
+    # -- resume --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Method state to checkpoint (tensors and builtins only: loadable with ``weights_only``)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""

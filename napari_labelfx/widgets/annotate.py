@@ -1,0 +1,407 @@
+"""The Annotate panel: the image, each annotation layer's kind, the class table, tags, projects.
+
+Everything here is a thin view over ``napari_labelfx.annotations``: the class table lives in the image
+layer's metadata, each layer's kind in that layer's metadata, tags in the image layer's metadata.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..annotations.kinds import LabelKind
+from . import _layers
+
+#: kinds a Labels/Shapes layer can have ("" = not an annotation layer)
+LAYER_KINDS = ["", LabelKind.STRONG.value, LabelKind.SCRIBBLE.value, LabelKind.WEAK.value, LabelKind.NOISY.value]
+TAGS_KEY = "labelfx_tags"
+
+
+class AnnotateWidget(QWidget):
+    """Dock widget: choose the image, set layer kinds, edit classes, tag images, save/open projects."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._updating = False
+        lay = QVBoxLayout(self)
+
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Image"))
+        self.image_combo = QComboBox()
+        self.image_combo.currentIndexChanged.connect(self._image_changed)
+        row.addWidget(self.image_combo, 1)
+        lay.addLayout(row)
+
+        box = QGroupBox("Annotation layers")
+        bl = QVBoxLayout(box)
+        self.layer_table = QTableWidget(0, 3)
+        self.layer_table.setHorizontalHeaderLabels(["layer", "type", "kind"])
+        self.layer_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.layer_table.verticalHeader().setVisible(False)
+        bl.addWidget(self.layer_table)
+        row = QHBoxLayout()
+        self.new_kind_combo = QComboBox()
+        self.new_kind_combo.addItems(LAYER_KINDS[1:])
+        self.new_layer_btn = QPushButton("New labels layer")
+        self.new_layer_btn.clicked.connect(lambda: self.new_annotation_layer(self.new_kind_combo.currentText()))
+        row.addWidget(self.new_kind_combo)
+        row.addWidget(self.new_layer_btn)
+        bl.addLayout(row)
+        self.hint = QLabel()
+        self.hint.setWordWrap(True)
+        bl.addWidget(self.hint)
+        lay.addWidget(box)
+
+        box = QGroupBox("Classes")
+        bl = QVBoxLayout(box)
+        self.class_table_w = QTableWidget(0, 4)
+        self.class_table_w.setHorizontalHeaderLabels(["name", "mask value", "scribble value", "colour"])
+        self.class_table_w.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.class_table_w.verticalHeader().setVisible(False)
+        self.class_table_w.itemChanged.connect(self._class_item_changed)
+        bl.addWidget(self.class_table_w)
+        row = QHBoxLayout()
+        self.class_name_edit = QLineEdit()
+        self.class_name_edit.setPlaceholderText("new class name")
+        add_btn = QPushButton("Add")
+        add_btn.clicked.connect(lambda: self.add_class(self.class_name_edit.text()))
+        rm_btn = QPushButton("Remove selected")
+        rm_btn.clicked.connect(self.remove_selected_class)
+        row.addWidget(self.class_name_edit, 1)
+        row.addWidget(add_btn)
+        row.addWidget(rm_btn)
+        bl.addLayout(row)
+        lay.addWidget(box)
+
+        box = QGroupBox("Image-level tags")
+        self.tags_layout = QVBoxLayout(box)
+        self.tag_boxes: dict[str, QCheckBox] = {}
+        self.tag_checks = QWidget()
+        self.tag_checks_layout = QHBoxLayout(self.tag_checks)
+        self.tag_checks_layout.setContentsMargins(0, 0, 0, 0)
+        self.tags_layout.addWidget(self.tag_checks)
+        row = QHBoxLayout()
+        self.tag_image_btn = QPushButton("Tag whole image")
+        self.tag_slice_btn = QPushButton("Tag current slice")
+        self.tag_image_btn.clicked.connect(lambda: self.apply_tags(per_slice=False))
+        self.tag_slice_btn.clicked.connect(lambda: self.apply_tags(per_slice=True))
+        row.addWidget(self.tag_image_btn)
+        row.addWidget(self.tag_slice_btn)
+        self.tags_layout.addLayout(row)
+        self.tags_label = QLabel()
+        self.tags_label.setWordWrap(True)
+        self.tags_layout.addWidget(self.tags_label)
+        lay.addWidget(box)
+
+        box = QGroupBox("Annotation project")
+        bl = QHBoxLayout(box)
+        self.project_edit = QLineEdit()
+        self.project_edit.setPlaceholderText("folder")
+        save_btn = QPushButton("Save")
+        open_btn = QPushButton("Open")
+        save_btn.clicked.connect(lambda: self.save_project())
+        open_btn.clicked.connect(lambda: self.open_project())
+        bl.addWidget(self.project_edit, 1)
+        bl.addWidget(save_btn)
+        bl.addWidget(open_btn)
+        lay.addWidget(box)
+        lay.addStretch(1)
+
+        self.viewer.layers.events.inserted.connect(self.refresh)
+        self.viewer.layers.events.removed.connect(self.refresh)
+        self.viewer.dims.events.current_step.connect(self._show_tags)
+        self.refresh()
+
+    # -- helpers -------------------------------------------------------------------------------------
+    @property
+    def image_layer(self) -> Any:
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def _candidate_layers(self) -> list[Any]:
+        out = []
+        for layer in self.viewer.layers:
+            if layer.metadata.get(_layers.RESULT_KEY):
+                continue
+            if layer.__class__.__name__ in ("Labels", "Shapes"):
+                out.append(layer)
+        return out
+
+    def refresh(self, *_: Any) -> None:
+        """Rebuild the lists from the viewer's layers."""
+        self._updating = True
+        try:
+            current = self.image_combo.currentText()
+            self.image_combo.blockSignals(True)
+            self.image_combo.clear()
+            for layer in self.viewer.layers:
+                if layer.__class__.__name__ == "Image" and not layer.metadata.get(_layers.RESULT_KEY):
+                    self.image_combo.addItem(layer.name)
+            idx = self.image_combo.findText(current)
+            self.image_combo.setCurrentIndex(idx if idx >= 0 else 0)
+            self.image_combo.blockSignals(False)
+            layers = self._candidate_layers()
+            self.layer_table.setRowCount(len(layers))
+            for row, layer in enumerate(layers):
+                name_item = QTableWidgetItem(layer.name)
+                name_item.setFlags(name_item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                self.layer_table.setItem(row, 0, name_item)
+                type_item = QTableWidgetItem(layer.__class__.__name__)
+                type_item.setFlags(type_item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                self.layer_table.setItem(row, 1, type_item)
+                combo = QComboBox()
+                kinds = LAYER_KINDS if layer.__class__.__name__ == "Labels" else ["", LabelKind.WEAK.value]
+                combo.addItems(kinds)
+                combo.setCurrentText(layer.metadata.get(_layers.KIND_KEY, "") or "")
+                combo.currentTextChanged.connect(lambda k, ly=layer: self.set_layer_kind(ly, k))
+                self.layer_table.setCellWidget(row, 2, combo)
+            self._fill_class_table()
+        finally:
+            self._updating = False
+        self._update_hint()
+        self._show_tags()
+
+    def _image_changed(self, *_: Any) -> None:
+        if not self._updating:
+            self._fill_class_table()
+            self._show_tags()
+
+    def set_layer_kind(self, layer: Any, kind: str) -> None:
+        """Mark a layer as an annotation of ``kind`` ("" removes the mark)."""
+        if kind:
+            layer.metadata[_layers.KIND_KEY] = LabelKind(kind).value
+        else:
+            layer.metadata.pop(_layers.KIND_KEY, None)
+        self._update_hint()
+
+    def new_annotation_layer(self, kind: str) -> Any:
+        """Add an empty Labels layer of ``kind`` matching the image's shape, scale and translation."""
+        from napari.utils.notifications import show_error
+
+        image = self.image_layer
+        if image is None:
+            show_error("LabelFX: add an image layer first.")
+            return None
+        shape = _layers.image_spatial_shape(image)
+        nd = len(shape)
+        layer = self.viewer.add_labels(
+            np.zeros(shape, np.uint16), name=f"{kind} labels", scale=tuple(image.scale)[-nd:],
+            translate=tuple(image.translate)[-nd:], metadata={_layers.KIND_KEY: LabelKind(kind).value},
+        )
+        # scribbles paint class index + 1: start with the first foreground class selected
+        layer.selected_label = 2 if kind == LabelKind.SCRIBBLE.value else 1
+        self.refresh()
+        return layer
+
+    def _update_hint(self) -> None:
+        table = self._table()
+        if table is None:
+            self.hint.setText("Add an image layer to start.")
+            return
+        fg = ", ".join(f"{e.name}={table.scribble_value(e.name)}" for e in table.foreground)
+        self.hint.setText(
+            "strong/noisy: 0 = background, mask values as in the class table, other ids = instances. "
+            f"scribble: 0 = unknown, background=1, {fg}. weak: each id is one weak object."
+        )
+
+    # -- class table ---------------------------------------------------------------------------------
+    def _table(self) -> Any:
+        image = self.image_layer
+        return _layers.get_class_table(image) if image is not None else None
+
+    def _fill_class_table(self) -> None:
+        table = self._table()
+        self.class_table_w.blockSignals(True)
+        self.class_table_w.setRowCount(0 if table is None else len(table.entries))
+        if table is not None:
+            for row, e in enumerate(table.entries):
+                values = [e.name, str(e.value), str(table.scribble_value(e.name)), e.color]
+                for col, text in enumerate(values):
+                    item = QTableWidgetItem(text)
+                    if col in (1, 2) or (row == 0 and col == 0):
+                        item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                    self.class_table_w.setItem(row, col, item)
+        self.class_table_w.blockSignals(False)
+        self._rebuild_tag_boxes(table)
+
+    def _class_item_changed(self, item: QTableWidgetItem) -> None:
+        from napari.utils.notifications import show_error
+
+        table = self._table()
+        if table is None:
+            return
+        entry = table.entries[item.row()]
+        try:
+            if item.column() == 0 and item.text() != entry.name:
+                table.rename(entry.name, item.text())
+            elif item.column() == 3 and item.text() != entry.color:
+                table.recolor(entry.name, item.text())
+        except ValueError as exc:
+            show_error(f"LabelFX: {exc}")
+        _layers.set_class_table(self.image_layer, table)
+        self._fill_class_table()
+        self._update_hint()
+
+    def add_class(self, name: str) -> None:
+        """Add a foreground class (value = next free label value)."""
+        from napari.utils.notifications import show_error
+
+        table = self._table()
+        if table is None or not name.strip():
+            return
+        try:
+            table.add(name.strip())
+        except ValueError as exc:
+            show_error(f"LabelFX: {exc}")
+            return
+        _layers.set_class_table(self.image_layer, table)
+        self.class_name_edit.clear()
+        self._fill_class_table()
+        self._update_hint()
+
+    def remove_selected_class(self) -> None:
+        from napari.utils.notifications import show_error
+
+        table = self._table()
+        rows = sorted({i.row() for i in self.class_table_w.selectedItems()})
+        if table is None or not rows:
+            return
+        for row in reversed(rows):
+            try:
+                table.remove(table.entries[row].name)
+            except ValueError as exc:
+                show_error(f"LabelFX: {exc}")
+        _layers.set_class_table(self.image_layer, table)
+        self._fill_class_table()
+        self._update_hint()
+
+    # -- tags ----------------------------------------------------------------------------------------
+    def _rebuild_tag_boxes(self, table: Any) -> None:
+        for box in self.tag_boxes.values():
+            box.setParent(None)
+        self.tag_boxes = {}
+        if table is None:
+            return
+        for e in table.foreground:
+            box = QCheckBox(e.name)
+            self.tag_checks_layout.addWidget(box)
+            self.tag_boxes[e.name] = box
+
+    def _tags(self) -> dict:
+        image = self.image_layer
+        if image is None:
+            return {}
+        return image.metadata.setdefault(TAGS_KEY, {})
+
+    def current_slice(self) -> int | None:
+        image = self.image_layer
+        if image is None or len(_layers.image_spatial_shape(image)) < 3:
+            return None
+        try:
+            z_world = list(self.viewer.dims.point)
+            z = image.world_to_data(z_world)[-3]
+            return int(round(float(z)))
+        except Exception:  # noqa: BLE001 - fall back to the dims step
+            return int(self.viewer.dims.current_step[-3])
+
+    def apply_tags(self, per_slice: bool = False) -> None:
+        """Tag the whole image (or the current slice of a volume) with the ticked classes."""
+        image = self.image_layer
+        if image is None:
+            return
+        chosen = {name for name, box in self.tag_boxes.items() if box.isChecked()}
+        key = self.current_slice() if per_slice else None
+        if per_slice and key is None:
+            key = None  # a 2D image has no slices: tag the image
+        tags = self._tags()
+        tags[key] = set(chosen)
+        self._show_tags()
+
+    def _show_tags(self, *_: Any) -> None:
+        tags = self._tags()
+        if not tags:
+            self.tags_label.setText("No tags yet.")
+            return
+        parts = []
+        for key, names in sorted(tags.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)):
+            where = "image" if key is None else f"slice {key}"
+            parts.append(f"{where}: {', '.join(sorted(names)) or '(no class)'}")
+        self.tags_label.setText("; ".join(parts))
+
+    # -- projects ------------------------------------------------------------------------------------
+    def save_project(self, folder: str | None = None) -> str | None:
+        """Save image, annotation layers, classes and tags as an annotation project folder."""
+        from napari.utils.notifications import show_error, show_info
+
+        from ..annotations.layers import annotation_set_from_layers
+        from ..annotations.project import save_project
+
+        image = self.image_layer
+        if image is None:
+            show_error("LabelFX: no image to save.")
+            return None
+        folder = folder or self.project_edit.text().strip() or QFileDialog.getExistingDirectory(self, "Project folder")
+        if not folder:
+            return None
+        layers = _layers.annotation_layers_for(self.viewer, image)
+        labels = [ly for ly in layers if ly.__class__.__name__ == "Labels"]
+        shapes = [ly for ly in layers if ly.__class__.__name__ == "Shapes"]
+        try:
+            aset = annotation_set_from_layers(image, labels, shapes, self._table(), self._tags())
+            save_project(aset, folder)
+        except (ValueError, OSError) as exc:
+            show_error(f"LabelFX: project not saved: {exc}")
+            return None
+        self.project_edit.setText(str(folder))
+        show_info(f"LabelFX: project saved to {folder}")
+        return str(folder)
+
+    def open_project(self, folder: str | None = None) -> None:
+        """Open an annotation project: adds its image and annotation layers to the viewer."""
+        from napari.utils.notifications import show_error, show_info
+
+        from ..annotations.project import load_project
+
+        folder = folder or self.project_edit.text().strip() or QFileDialog.getExistingDirectory(self, "Project folder")
+        if not folder:
+            return
+        try:
+            aset = load_project(folder)
+        except (ValueError, OSError) as exc:
+            show_error(f"LabelFX: cannot open project {folder}: {exc}")
+            return
+        for img in aset.images:
+            data = np.asarray(img.image)
+            rgb = img.axes.endswith("S")
+            layer = self.viewer.add_image(data, name=img.name, rgb=rgb)
+            _layers.set_class_table(layer, aset.class_table)
+            layer.metadata[TAGS_KEY] = {k: set(v) for k, v in img.tags.items()}
+            for ann in img.layers:
+                meta = {_layers.KIND_KEY: LabelKind(ann.kind).value}
+                if getattr(ann, "shapes", None):
+                    verts = [np.asarray(v) for v, _ in ann.shapes]
+                    types = [t for _, t in ann.shapes]
+                    self.viewer.add_shapes(verts, shape_type=types, name=ann.name, metadata=meta,
+                                           face_color="transparent", edge_color="yellow")
+                else:
+                    self.viewer.add_labels(np.asarray(ann.data), name=ann.name, metadata=meta)
+        self.project_edit.setText(str(folder))
+        self.refresh()
+        show_info(f"LabelFX: project opened from {folder}")
