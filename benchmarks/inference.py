@@ -32,19 +32,23 @@ from napari_labelfx.inference import predict_to_zarr, sliding_window_predict  # 
 from napari_labelfx.models import build_model, config_from_preset  # noqa: E402
 
 
-def _model(dims: int, preset: str) -> torch.nn.Module:
+def _model(dims: int, preset: str, **overrides: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(config_from_preset(preset, spatial_dims=dims, num_classes=2)).eval()
+    cfg = config_from_preset(preset, spatial_dims=dims, num_classes=2, **overrides)
+    return build_model(cfg).eval()
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (allocator, kernels)
-    times = []
+def _interleaved_times(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per function, runs interleaved so that load changes on a shared machine hit all."""
+    for fn in fns.values():
+        fn()  # warm-up (allocator, kernels)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def throughput(dims: int, shape: tuple[int, ...], roi: tuple[int, ...], args: argparse.Namespace) -> dict:
@@ -53,13 +57,17 @@ def throughput(dims: int, shape: tuple[int, ...], roi: tuple[int, ...], args: ar
     image = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
     n = int(np.prod(shape))
     kw = dict(overlap=args.overlap, batch_size=args.batch)
-    ours_s = _median_time(lambda: sliding_window_predict(model, image, roi, blend="gaussian", **kw), args.repeats)
-    result = {"shape": list(shape), "roi": list(roi), "overlap": args.overlap, "batch": args.batch,
-              "ours_s": round(ours_s, 3), "ours_voxels_per_s": round(n / ours_s)}
+
+    def run_ours() -> np.ndarray:
+        return sliding_window_predict(model, image, roi, blend="gaussian", **kw)
+
+    result = {"shape": list(shape), "roi": list(roi), "overlap": args.overlap, "batch": args.batch}
     try:
         from monai.inferers import sliding_window_inference
     except ImportError:
-        result["monai"] = "monai not installed"
+        ours_s = _interleaved_times({"ours": run_ours}, args.repeats)["ours"]
+        result.update({"ours_s": round(ours_s, 3), "ours_voxels_per_s": round(n / ours_s),
+                       "monai": "monai not installed"})
         return result
     x = torch.from_numpy(image[None])
 
@@ -71,10 +79,12 @@ def throughput(dims: int, shape: tuple[int, ...], roi: tuple[int, ...], args: ar
             return sliding_window_inference(x, roi, args.batch, predictor, overlap=args.overlap, mode="gaussian",
                                             sigma_scale=0.125)
 
-    monai_s = _median_time(run_monai, args.repeats)
-    ours = sliding_window_predict(model, image, roi, blend="gaussian", **kw)
+    t = _interleaved_times({"ours": run_ours, "monai": run_monai}, args.repeats)
+    ours_s, monai_s = t["ours"], t["monai"]
+    ours = run_ours()
     theirs = run_monai()[0].numpy()
-    result.update({"monai_s": round(monai_s, 3), "monai_voxels_per_s": round(n / monai_s),
+    result.update({"ours_s": round(ours_s, 3), "ours_voxels_per_s": round(n / ours_s),
+                   "monai_s": round(monai_s, 3), "monai_voxels_per_s": round(n / monai_s),
                    "ratio_ours_over_monai": round(monai_s / ours_s, 3),
                    # the two Gaussian maps differ slightly (centre, floor): agreement, not identity
                    "max_abs_prob_diff": float(np.abs(ours - theirs).max()),
@@ -111,7 +121,8 @@ def memory_child(args: argparse.Namespace) -> None:
     from napari_labelfx.inference import Predictor
 
     torch.set_num_threads(args.threads)
-    model = _model(3, args.preset)
+    overrides = {k: v for k, v in (("width", args.mem_width), ("depth", args.mem_depth)) if v}
+    model = _model(3, args.preset, **overrides)
     image = zarr.open_array(args.child_input, mode="r")
     base = _rss_mb()
     pred = Predictor(model, roi_size=tuple(args.roi3d), batch_size=args.batch, overlap=args.overlap)
@@ -131,13 +142,16 @@ def memory(args: argparse.Namespace) -> dict:
         create_s = time.perf_counter() - t0
         cmd = [sys.executable, __file__, "--child-input", str(src), "--child-output", str(Path(tmp) / "labels.zarr"),
                "--threads", str(args.threads), "--preset", args.preset, "--batch", str(args.batch),
-               "--overlap", str(args.overlap), "--roi3d", *map(str, args.roi3d)]
+               "--overlap", str(args.overlap), "--roi3d", *map(str, args.roi3d),
+               "--mem-width", str(args.mem_width), "--mem-depth", str(args.mem_depth)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             return {"error": proc.stderr[-2000:]}
         child = json.loads(proc.stdout.strip().splitlines()[-1])
     volume_mb = int(np.prod(shape)) * 2 / 2**20
-    return {"volume_zyx": list(shape), "volume_mb": round(volume_mb), "roi": args.roi3d, "batch": args.batch,
+    model = {"preset": args.preset, "width": args.mem_width or None, "depth": args.mem_depth or None}
+    return {"volume_zyx": list(shape), "volume_mb": round(volume_mb), "model": model, "roi": args.roi3d,
+            "batch": args.batch, "voxels_per_s": round(int(np.prod(shape)) / max(child["seconds"], 1e-9)),
             "create_s": round(create_s, 1), **child, "target_mb": 1536,
             "within_target": child["peak_rss_mb"] <= 1536}
 
@@ -152,7 +166,9 @@ def main() -> None:
     p.add_argument("--overlap", type=float, default=0.25)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--preset", default="small", help="model preset (small = width 16, depth 3)")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--mem-width", type=int, default=0, help="override the preset width in the memory run")
+    p.add_argument("--mem-depth", type=int, default=0, help="override the preset depth in the memory run")
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-memory", action="store_true")

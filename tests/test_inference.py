@@ -96,7 +96,7 @@ def test_tile_starts_errors():
 def test_importance_map():
     w = importance_map((16, 24))
     assert w.shape == (16, 24) and w.dtype == np.float32
-    assert w.max() == pytest.approx(1.0, abs=0.01) and w.min() >= 1e-6
+    assert w.max() == pytest.approx(1.0, abs=0.01) and w.min() > 0
     np.testing.assert_array_equal(w, w[::-1, ::-1])  # symmetric: the same for mirrored tiles
     assert w[8, 12] > w[3, 12] > w[3, 3] > 0
     np.testing.assert_array_equal(importance_map((4, 5, 6), "constant"), np.ones((4, 5, 6), np.float32))
@@ -115,12 +115,14 @@ def test_single_tile_equals_direct_forward(dims, shape):
         np.testing.assert_allclose(probs, _direct(model, image), atol=1e-5)
 
 
-def test_constant_blend_averages_overlapping_tiles():
-    """Reference: explicit loop over windows, plain mean of each pixel's tile probabilities."""
+@pytest.mark.parametrize("blend", ["constant", "gaussian"])
+def test_blending_is_weighted_mean_of_overlapping_tiles(blend):
+    """Reference: explicit loop over windows, weighted mean of each pixel's tile probabilities."""
     model = TileMean()
     image = np.random.default_rng(1).random((1, 30, 23)).astype(np.float32)
     roi = (12, 10)
-    probs = sliding_window_predict(model, image, roi, overlap=0.4, blend="constant", batch_size=3, multilabel=False)
+    weight = importance_map(roi, blend).astype(np.float64)
+    probs = sliding_window_predict(model, image, roi, overlap=0.4, blend=blend, batch_size=3, multilabel=False)
     total = np.zeros((3, 30, 23))
     count = np.zeros((30, 23))
     ys = range(0, 30 - roi[0] + 1)
@@ -131,12 +133,12 @@ def test_constant_blend_averages_overlapping_tiles():
         tile = image[:, y : y + roi[0], x : x + roi[1]]
         logits = np.concatenate([tile, 2 * np.full_like(tile, tile.mean()), -tile])
         e = np.exp(logits - logits.max(0))
-        total[:, y : y + roi[0], x : x + roi[1]] += e / e.sum(0)
-        count[y : y + roi[0], x : x + roi[1]] += 1
-    assert count.min() >= 1 and count.max() > 1  # tiles really overlap
+        total[:, y : y + roi[0], x : x + roi[1]] += weight * e / e.sum(0)
+        count[y : y + roi[0], x : x + roi[1]] += weight
+    assert count.min() > 0 and (blend == "gaussian" or count.max() > 1)  # tiles really overlap
     np.testing.assert_allclose(probs, total / count, atol=1e-5)
     # a context-dependent model is NOT equal to its direct forward pass: the test above is not vacuous
-    direct = sliding_window_predict(model, image, (30, 23), blend="constant")
+    direct = sliding_window_predict(model, image, (30, 23), blend=blend)
     assert np.abs(direct - probs).max() > 1e-3
 
 

@@ -47,12 +47,13 @@ def volume() -> np.ndarray:
     return np.random.default_rng(0).normal(size=(1, 23, 21, 18)).astype(np.float32)
 
 
-@pytest.mark.parametrize("roi,overlap,tta", [((8, 12, 12), 0.25, False), ((5, 16, 10), 0.5, True)])
-def test_stream_blocks_equal_in_memory(volume, roi, overlap, tta):
+@pytest.mark.parametrize("roi,overlap,tta,rows", [((8, 12, 12), 0.25, False, 8), ((5, 16, 10), 0.5, True, 1)])
+def test_stream_blocks_equal_in_memory(volume, roi, overlap, tta, rows):
     model = _unet()
     ref = sliding_window_predict(model, volume, roi, overlap=overlap, tta=tta, batch_size=3)
     src = RecordingArray(volume)
-    blocks = list(stream_probabilities(model, src, roi, overlap=overlap, tta=tta, batch_size=3))
+    blocks = list(stream_probabilities(model, src, roi, overlap=overlap, tta=tta, batch_size=3, block_rows=rows))
+    assert max(b.shape[1] for _, b in blocks) <= rows
     starts = [z for z, _ in blocks]
     assert starts == sorted(starts) and starts[0] == 0
     got = np.concatenate([b for _, b in blocks], axis=1)

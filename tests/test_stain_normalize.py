@@ -102,7 +102,7 @@ def test_macenko_numpy_and_torch_agree(source, reference):
     ref, _ = reference
     a = MacenkoNormalizer().fit(ref)
     b = MacenkoNormalizer(backend="torch", device="cpu").fit(ref)
-    np.testing.assert_allclose(a.stain_matrix_ref, b.stain_matrix_ref, atol=1e-5)
+    np.testing.assert_allclose(a.stain_matrix_ref, b.stain_matrix_ref, atol=1e-4)
     np.testing.assert_allclose(a.max_c_ref, b.max_c_ref, rtol=1e-4)
     out_np = a.normalize(img)
     out_t = b.normalize(torch.from_numpy(img))

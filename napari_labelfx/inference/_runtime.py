@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from napari_labelfx.inference.errors import InferenceError
+from napari_labelfx.inference.tiling import importance_profiles, weight_sums
 
 #: Accumulators larger than this stay in host memory even when the model runs on a GPU.
 MAX_DEVICE_ACCUMULATOR_BYTES = 2 * 2**30
@@ -67,6 +68,21 @@ def flip_axes(spatial_dims: int) -> list[tuple[int, ...]]:
     return [c for k in range(spatial_dims + 1) for c in itertools.combinations(axes, k)]
 
 
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
+    """``torch.channels_last`` (2D) or ``torch.channels_last_3d`` (3D)."""
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
+def model_memory_format(model: nn.Module, spatial_dims: int) -> torch.memory_format | None:
+    """The channels-last format if the model's conv weights use it (inputs should match), else None."""
+    fmt = channels_last_format(spatial_dims)
+    for p in model.parameters():
+        if p.ndim == spatial_dims + 2 and p.shape[1] > 1:
+            # a weight with several input channels tells the two layouts apart
+            return fmt if p.is_contiguous(memory_format=fmt) and not p.is_contiguous() else None
+    return None
+
+
 class TileForward:
     """Runs a batch of tiles through the model and returns class probabilities (float32).
 
@@ -81,6 +97,8 @@ class TileForward:
         self.multilabel = multilabel
         self.flips = flip_axes(spatial_dims) if tta else [()]
         self.amp = amp and device.type == "cuda"
+        # a model converted to channels-last (Predictor does this) wants inputs in the same layout
+        self.memory_format = model_memory_format(model, spatial_dims)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp:
@@ -89,6 +107,8 @@ class TileForward:
 
     def __call__(self, tiles: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device, non_blocking=True)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
         total: torch.Tensor | None = None
         for axes in self.flips:
             xi = torch.flip(x, axes) if axes else x
@@ -105,21 +125,42 @@ class TileForward:
 
 
 class Blender:
-    """Weighted sum of tile probabilities over a window of the image, and the sum of weights.
+    """Weighted sum of tile probabilities over a window of the (padded) image.
 
-    The window covers the whole (padded) image for in-memory prediction, or one slab along the
-    first spatial axis for streaming; ``shift`` drops finished leading rows.
+    The window covers the whole image for in-memory prediction, or one window depth along the
+    first spatial axis for streaming, where ``advance`` drops finished leading rows. Weight maps
+    are separable and tiles form a Cartesian grid, so the sum of weights at a pixel is a product of
+    per-axis sums: no weight accumulator is needed, only three small 1D arrays.
+
+    Parameters
+    ----------
+    padded : spatial shape of the padded image.
+    roi : window size.
+    starts : window start offsets per axis (over ``padded``).
+    blend : ``"gaussian"`` or ``"constant"``.
+    device : where the accumulator lives.
+    window_rows : rows of the first axis held at once (default: all).
     """
 
-    def __init__(self, window: Sequence[int], weights: np.ndarray, device: torch.device) -> None:
-        self.window = tuple(int(w) for w in window)
-        self.roi = weights.shape
+    def __init__(self, padded: Sequence[int], roi: Sequence[int], starts: Sequence[Sequence[int]], blend: str,
+                 device: torch.device, window_rows: int | None = None) -> None:
+        profiles = importance_profiles(roi, blend)
+        weights = np.ones((), np.float64)
+        for profile in profiles:
+            weights = np.multiply.outer(weights, profile)
+        self.roi = tuple(int(r) for r in roi)
         self.device = device
-        self.weights = torch.from_numpy(weights).to(device)
+        self.weights = torch.from_numpy(weights.astype(np.float32)).to(device)
+        self.inverse = [
+            torch.from_numpy((1.0 / weight_sums(n, r, st, prof)).astype(np.float32)).to(device)
+            for n, r, st, prof in zip(padded, roi, starts, profiles)
+        ]
+        self.window = (int(window_rows or padded[0]), *(int(p) for p in padded[1:]))
+        self.origin = 0  # padded-image row of window row 0
         self.acc: torch.Tensor | None = None  # (K, *window), allocated when K is known
-        self.wsum = torch.zeros(self.window, dtype=torch.float32, device=device)
 
     def add(self, starts: Sequence[Sequence[int]], probs: torch.Tensor) -> None:
+        """Add a batch of tile probabilities (B, K, *roi) at window-relative ``starts``."""
         probs = probs.to(self.device)
         if self.acc is None:
             self.acc = torch.zeros((probs.shape[1], *self.window), dtype=torch.float32, device=self.device)
@@ -128,25 +169,32 @@ class Blender:
         for start, p in zip(starts, probs):
             region = tuple(slice(s, s + r) for s, r in zip(start, self.roi))
             self.acc[(slice(None), *region)].addcmul_(p, self.weights)
-            self.wsum[region].add_(self.weights)
 
-    def result(self, rows: int | None = None) -> torch.Tensor:
-        """Blended probabilities (K, rows, ...) of the first ``rows`` rows (all when None)."""
+    def result(self, start: int, stop: int, inplace: bool = False) -> torch.Tensor:
+        """Blended probabilities (K, stop-start, ...) of window rows ``[start, stop)``."""
         if self.acc is None:
             raise InferenceError("no tile was predicted")
-        n = self.window[0] if rows is None else rows
-        return self.acc[:, :n] / self.wsum[:n]
+        nd = len(self.window)
+        block = self.acc[:, start:stop]
+        for axis, inv in enumerate(self.inverse):
+            if axis == 0:
+                inv = inv[self.origin + start : self.origin + stop]
+            shape = [1] * (nd + 1)
+            shape[axis + 1] = -1
+            factor = inv.view(shape)
+            block = block.mul_(factor) if (inplace or axis > 0) else block * factor  # axis 0 copies unless inplace
+        return block
 
-    def shift(self, rows: int) -> None:
-        """Drop the first ``rows`` rows; the freed rows at the end start from zero."""
+    def advance(self, rows: int) -> None:
+        """Drop the first ``rows`` window rows; the freed rows at the end start from zero."""
+        self.origin += rows
         if self.acc is None or rows <= 0:
             return
         keep = self.window[0] - rows
-        if keep > 0:
-            self.acc[:, :keep] = self.acc[:, rows:].clone()
-            self.wsum[:keep] = self.wsum[rows:].clone()
-        self.acc[:, max(keep, 0):] = 0
-        self.wsum[max(keep, 0):] = 0
+        # forward row-by-row copy: source rows lie after their targets, so no temporary copy is needed
+        for i in range(max(keep, 0)):
+            self.acc[:, i].copy_(self.acc[:, rows + i])
+        self.acc[:, max(keep, 0) :].zero_()
 
 
 def accumulator_device(compute: torch.device, nbytes: int) -> torch.device:

@@ -1,7 +1,7 @@
 """In-memory sliding-window prediction with Gaussian blending and flip TTA."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,19 +21,28 @@ from napari_labelfx.inference._runtime import (
     resolve_device,
 )
 from napari_labelfx.inference.errors import InferenceError
-from napari_labelfx.inference.tiling import importance_map, tile_grid
+from napari_labelfx.inference.tiling import tile_grid, tile_starts
 
 
 def iter_tile_batches(
-    forward: TileForward, array: np.ndarray, starts: Sequence[tuple[int, ...]], roi: Sequence[int], batch_size: int
+    forward: TileForward,
+    array: np.ndarray,
+    starts: Sequence[tuple[int, ...]],
+    roi: Sequence[int],
+    batch_size: int,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[Sequence[tuple[int, ...]], torch.Tensor]]:
-    """Yield ``(starts of the batch, probabilities (B, K, *roi))`` for consecutive batches of tiles."""
+    """Yield ``(starts of the batch, probabilities (B, K, *roi))`` for consecutive batches of tiles.
+
+    ``prepare`` maps the stacked raw tiles (B, C, *roi) to the float32 network input (e.g. intensity
+    normalisation), so a large source can stay in its compact raw dtype.
+    """
     for i in range(0, len(starts), batch_size):
         batch = starts[i : i + batch_size]
         tiles = np.stack(
             [array[(slice(None), *(slice(s, s + r) for s, r in zip(start, roi)))] for start in batch]
         )
-        yield batch, forward(tiles)
+        yield batch, forward(prepare(tiles) if prepare is not None else tiles)
 
 
 def sliding_window_predict(
@@ -80,18 +89,18 @@ def sliding_window_predict(
     spatial = array.shape[1:]
     roi = normalise_roi(roi_size, len(spatial))
     padded = pad_to_roi(array, roi)
+    axis_starts = [tile_starts(s, r, overlap) for s, r in zip(padded.shape[1:], roi)]
     starts = tile_grid(padded.shape[1:], roi, overlap)
-    weights = importance_map(roi, blend)
     dev = resolve_device(model, device)
     if multilabel is None:
         multilabel = bool(model_attr(model, "multilabel", False))
     k_guess = num_classes or model_attr(model, "num_classes", 1)
-    acc_dev = accumulator_device(dev, 4 * (k_guess + 1) * int(np.prod(padded.shape[1:])))
+    acc_dev = accumulator_device(dev, 4 * k_guess * int(np.prod(padded.shape[1:])))
 
     model.to(dev)
     with torch.inference_mode(), eval_mode(model):
         forward = TileForward(model, dev, len(spatial), multilabel, tta, amp)
-        blender = Blender(padded.shape[1:], weights, acc_dev)
+        blender = Blender(padded.shape[1:], roi, axis_starts, blend, acc_dev)
         done = 0
         for batch, probs in iter_tile_batches(forward, padded, starts, roi, batch_size):
             if num_classes is not None and probs.shape[1] != num_classes:
@@ -99,5 +108,5 @@ def sliding_window_predict(
             blender.add(batch, probs)
             done += len(batch)
             report_progress(progress, len(batch), done, len(starts))
-        result = blender.result()[(slice(None), *(slice(0, s) for s in spatial))]
+        result = blender.result(0, padded.shape[1], inplace=True)[(slice(None), *(slice(0, s) for s in spatial))]
         return np.ascontiguousarray(result.cpu().numpy(), dtype=np.float32)

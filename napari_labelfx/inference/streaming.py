@@ -20,7 +20,6 @@ import torch
 import zarr
 from torch import nn
 
-from napari_labelfx.data.normalize import apply_normalisation
 from napari_labelfx.inference._runtime import (
     Blender,
     TileForward,
@@ -36,19 +35,36 @@ from napari_labelfx.inference._runtime import (
 from napari_labelfx.inference.errors import InferenceError
 from napari_labelfx.inference.labels import labels_dtype, probabilities_to_labels
 from napari_labelfx.inference.sliding_window import iter_tile_batches
-from napari_labelfx.inference.tiling import importance_map, tile_grid, tile_starts
+from napari_labelfx.inference.tiling import tile_grid, tile_starts
 from napari_labelfx.io.atomic import atomic_path
 from napari_labelfx.io.zarr_io import COMPLETE_ATTR, LABELS_ATTR
 
 
-def _read_slab(image: Any, start: int, stop: int, normalisation: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """Rows ``[start, stop)`` of the first spatial axis as float32 (C, stop-start, ...), normalised."""
-    block = np.asarray(image[:, start:stop], dtype=np.float32)
-    if normalisation is not None:
-        # out of place: for a float32 numpy input ``block`` is a view of the caller's array
-        lo, hi = normalisation
-        block = apply_normalisation(block, np.asarray(lo, np.float32), np.asarray(hi, np.float32))
-    return block
+class _Normaliser:
+    """Per-channel ``(x - low) / (high - low)`` on a batch of raw tiles (B, C, ...), as float32.
+
+    Same formula as :func:`napari_labelfx.data.normalize.apply_normalisation`; applied per batch so the
+    slab stays in its raw dtype (a uint16 slab is half the size of a float32 one).
+    """
+
+    def __init__(self, normalisation: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self.lo = self.scale = None
+        if normalisation is not None:
+            lo = np.asarray(normalisation[0], np.float32).reshape(-1)
+            hi = np.asarray(normalisation[1], np.float32).reshape(-1)
+            self.lo, self.scale = lo, np.maximum(hi - lo, 1e-6)
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        out = tiles.astype(np.float32)  # always a copy: the caller's data is never modified
+        if self.lo is not None:
+            shape = (1, -1) + (1,) * (tiles.ndim - 2)
+            out -= self.lo.reshape(shape)
+            out /= self.scale.reshape(shape)
+        return out
+
+
+#: Finished rows are handed out in blocks of at most this many rows, to keep temporaries small.
+BLOCK_ROWS = 8
 
 
 @torch.inference_mode()
@@ -65,31 +81,33 @@ def stream_probabilities(
     normalisation: tuple[np.ndarray, np.ndarray] | None = None,
     progress: Any = None,
     amp: bool = True,
+    block_rows: int = BLOCK_ROWS,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(start, probabilities (K, n, *rest))`` for consecutive finished ranges of the first axis.
 
     Same parameters as :func:`~napari_labelfx.inference.sliding_window_predict`, plus
     ``normalisation``: per-channel ``(low, high)`` values mapped to 0 and 1 on each slab as it is read
-    (None: the image is already normalised). The blocks tile ``[0, image.shape[1])`` in order and
-    equal the in-memory prediction up to float rounding.
+    (None: the image is already normalised), and ``block_rows``: the most rows per yielded block.
+    The blocks tile ``[0, image.shape[1])`` in order and equal the in-memory prediction up to float
+    rounding. Memory: one slab of the input (C x roi depth x plane), the accumulator (K x roi depth
+    x plane, float32), one batch of tiles through the model, and one block.
     """
-    if batch_size < 1:
-        raise InferenceError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or block_rows < 1:
+        raise InferenceError(f"batch_size and block_rows must be >= 1, got {batch_size} and {block_rows}")
     check_image(model, image, None if isinstance(roi_size, (int, np.integer)) else len(roi_size))
     spatial = tuple(int(s) for s in image.shape[1:])
     roi = normalise_roi(roi_size, len(spatial))
     padded = tuple(max(s, r) for s, r in zip(spatial, roi))
-    z_starts = tile_starts(padded[0], roi[0], overlap)
+    axis_starts = [tile_starts(s, r, overlap) for s, r in zip(padded, roi)]
+    z_starts = axis_starts[0]
     # windows inside one slab: first-axis offset 0, every in-plane position
     plane = [(0, *s) for s in tile_grid(padded[1:], roi[1:], overlap)]
     total = len(z_starts) * len(plane)
-    weights = importance_map(roi, blend)
     dev = resolve_device(model, device)
     if multilabel is None:
         multilabel = bool(model_attr(model, "multilabel", False))
-    window = (roi[0], *padded[1:])
     k_guess = model_attr(model, "num_classes", 1)
-    acc_dev = accumulator_device(dev, 4 * (k_guess + 1) * int(np.prod(window)))
+    acc_dev = accumulator_device(dev, 4 * k_guess * roi[0] * int(np.prod(padded[1:])))
     crop_rest = tuple(slice(0, s) for s in spatial[1:])
 
     model.to(dev)
@@ -97,21 +115,25 @@ def stream_probabilities(
     # the consumer handles a yielded block
     with eval_mode(model):
         forward = TileForward(model, dev, len(spatial), multilabel, tta, amp)
-        blender = Blender(window, weights, acc_dev)
+        blender = Blender(padded, roi, axis_starts, blend, acc_dev, window_rows=roi[0])
+        prepare = _Normaliser(normalisation)
         done = 0
         for i, z in enumerate(z_starts):
-            slab = pad_to_roi(_read_slab(image, z, min(z + roi[0], spatial[0]), normalisation), roi)
-            for batch, probs in iter_tile_batches(forward, slab, plane, roi, batch_size):
+            # the raw slab (one window deep, whole plane) is the only part of the input in memory
+            slab = pad_to_roi(np.asarray(image[:, z : min(z + roi[0], spatial[0])]), roi)
+            for batch, probs in iter_tile_batches(forward, slab, plane, roi, batch_size, prepare):
                 blender.add(batch, probs)
                 done += len(batch)
                 report_progress(progress, len(batch), done, total)
-            # rows before the next window start are final
+            del slab
+            # rows before the next window start receive no further contribution
             finished = (z_starts[i + 1] if i + 1 < len(z_starts) else padded[0]) - z
             real = min(z + finished, spatial[0]) - z
-            if real > 0:
-                block = blender.result(real)[(slice(None), slice(None), *crop_rest)]
-                yield z, np.ascontiguousarray(block.cpu().numpy(), dtype=np.float32)
-            blender.shift(finished)
+            for r in range(0, max(real, 0), block_rows):
+                stop = min(r + block_rows, real)
+                block = blender.result(r, stop)[(slice(None), slice(None), *crop_rest)]
+                yield z + r, np.ascontiguousarray(block.cpu().numpy(), dtype=np.float32)
+            blender.advance(finished)
 
 
 def _default_chunks(shape: Sequence[int], axes: str) -> tuple[int, ...]:
@@ -125,26 +147,6 @@ def _default_chunks(shape: Sequence[int], axes: str) -> tuple[int, ...]:
         else:
             out.append(1)
     return tuple(out)
-
-
-#: Rows converted to labels at a time: argmax makes an int64 temporary the size of its input.
-_LABEL_ROWS = 4
-
-
-def _labels_in_pieces(probs: np.ndarray, multilabel: bool, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """``probabilities_to_labels`` over a few rows at a time, to keep temporaries small."""
-    n = probs.shape[1]
-    labels = confidence = None
-    for r in range(0, n, _LABEL_ROWS):
-        lab, conf = probabilities_to_labels(probs[:, r : r + _LABEL_ROWS], multilabel, threshold)
-        if labels is None:
-            labels = np.empty((*lab.shape[: lab.ndim - conf.ndim], n, *conf.shape[1:]), lab.dtype)
-            confidence = np.empty((n, *conf.shape[1:]), np.float32)
-        lead = (slice(None),) * (lab.ndim - conf.ndim)  # the class axis of multi-label outputs
-        labels[(*lead, slice(r, r + _LABEL_ROWS))] = lab
-        confidence[r : r + _LABEL_ROWS] = conf
-    assert labels is not None and confidence is not None
-    return labels, confidence
 
 
 class _ZarrOut:
@@ -261,7 +263,7 @@ def predict_to_zarr(
                                             {"axes": axes, **base_attrs, "labelfx": {**settings, "num_classes": k}})
                     else:
                         conf_out = _TiffOut(tmp_conf, spatial, np.float32)
-            labels, confidence = _labels_in_pieces(probs, multilabel, threshold)
+            labels, confidence = probabilities_to_labels(probs, multilabel, threshold)
             rows = slice(z, z + probs.shape[1])
             labels_out.write((slice(None), rows) if multilabel else (rows,), labels)
             if conf_out is not None:

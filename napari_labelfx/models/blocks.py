@@ -29,12 +29,32 @@ def make_norm(kind: str, channels: int, dims: int) -> nn.Module:
 
 
 class ConvNormAct(nn.Sequential):
-    """3x3(x3) convolution -> normalisation -> ReLU."""
+    """3x3(x3) convolution -> normalisation -> ReLU.
+
+    In eval mode a BatchNorm is folded into the convolution (it is then an affine map per channel),
+    which skips one full-size intermediate tensor and one pass over it: less memory and time in
+    inference, same result up to float rounding.
+    """
 
     def __init__(self, cin: int, cout: int, dims: int, norm: str) -> None:
         # the conv bias is redundant before a normalisation layer with its own shift
         conv = conv_nd(dims)(cin, cout, kernel_size=3, padding=1, bias=norm == "none")
         super().__init__(conv, make_norm(norm, cout, dims), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm, act = self[0], self[1], self[2]
+        if not self.training and isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None:
+            scale = torch.rsqrt(norm.running_var + norm.eps)
+            if norm.weight is not None:
+                scale = scale * norm.weight
+            shift = -norm.running_mean * scale
+            if norm.bias is not None:
+                shift = shift + norm.bias
+            if conv.bias is not None:
+                shift = shift + conv.bias * scale
+            weight = conv.weight * scale.view(-1, *([1] * (conv.weight.ndim - 1)))
+            return act(conv._conv_forward(x, weight, shift))
+        return act(norm(conv(x)))
 
 
 class DoubleConv(nn.Sequential):
@@ -78,12 +98,14 @@ class Up(nn.Module):
             raise ValueError(f"unknown upsample mode {mode!r}")
         self.conv = DoubleConv(merged, cout, dims, norm)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    def _upsample(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
         if self.up is not None:
-            x = self.up(x)
-        else:
-            x = F.interpolate(self.reduce(x), size=skip.shape[2:], mode=self.interp, align_corners=False)
-        return self.conv(torch.cat([skip, x], dim=1))
+            return self.up(x)
+        return F.interpolate(self.reduce(x), size=size, mode=self.interp, align_corners=False)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        # no local name keeps the upsampled map alive: it is freed as soon as it is concatenated
+        return self.conv(torch.cat([skip, self._upsample(x, skip.shape[2:])], dim=1))
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:

@@ -168,7 +168,7 @@ class DebiasLosses:
 
     def as_dict(self) -> dict[str, float]:
         """Plain floats for progress messages."""
-        return {"main": float(self.main), "debias": float(self.debias), "bias": float(self.bias)}
+        return {"main": float(self.main.detach()), "debias": float(self.debias.detach()), "bias": float(self.bias.detach())}
 
 
 class _Scheme:

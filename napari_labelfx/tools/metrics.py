@@ -284,11 +284,14 @@ class SemanticEvaluator:
         foreground means. Multi-label: one name per channel, all foreground.
     multilabel : inputs are (K, ...) 0/1 arrays instead of class-index images.
     ignore_value : truth pixels with this value are not scored (e.g. IGNORE_INDEX or 255).
+    background_index : the class left out of the reports and means; default 0 for multi-class and
+        none for multi-label (pass 0 when channel 0 is a derived background channel).
     """
 
     class_names: Sequence[str]
     multilabel: bool = False
     ignore_value: int | None = None
+    background_index: int | None = -1  # -1: the default of the mode (see above)
     _counts: np.ndarray = field(init=False, repr=False)
     _per_image: list[tuple[np.ndarray, np.ndarray]] = field(init=False, repr=False)
 
@@ -297,14 +300,17 @@ class SemanticEvaluator:
         k = len(self.class_names)
         if k < (1 if self.multilabel else 2):
             raise MetricsInputError("need at least 2 classes (background + 1) or 1 multi-label channel")
+        if self.background_index == -1:
+            self.background_index = None if self.multilabel else 0
+        if self.background_index is not None and not 0 <= self.background_index < k:
+            raise MetricsInputError(f"background_index {self.background_index} is not a class index")
         self._counts = np.zeros((k, 3), np.int64)
         self._per_image = []
 
     @property
     def foreground(self) -> list[int]:
         """Indices of the classes that enter the means."""
-        k = len(self.class_names)
-        return list(range(k)) if self.multilabel else list(range(1, k))
+        return [c for c in range(len(self.class_names)) if c != self.background_index]
 
     def add(self, true: np.ndarray, pred: np.ndarray) -> None:
         """Add one image: class-index arrays, or (K, ...) 0/1 arrays when multi-label."""
@@ -367,9 +373,11 @@ def semantic_metrics(
     class_names: Sequence[str],
     multilabel: bool = False,
     ignore_value: int | None = None,
+    background_index: int | None = -1,
 ) -> dict:
     """Dice and IoU per class over a set of images (see :class:`SemanticEvaluator`)."""
-    ev = SemanticEvaluator(class_names, multilabel=multilabel, ignore_value=ignore_value)
+    ev = SemanticEvaluator(class_names, multilabel=multilabel, ignore_value=ignore_value,
+                           background_index=background_index)
     if len(trues) != len(preds):
         raise MetricsInputError(f"{len(trues)} truths but {len(preds)} predictions")
     for t, p in zip(trues, preds):
@@ -493,16 +501,19 @@ class InstanceEvaluator:
             order = np.argsort(-scores, kind="mergesort")
             tps = tps[:, order]
             for i in range(len(thresholds)):
+                if tps.shape[1] == 0:  # no prediction at all: nothing found
+                    ap[i], rec[i] = 0.0, 0.0
+                    continue
                 tp_cum = np.cumsum(tps[i]).astype(np.float64)
                 fp_cum = np.cumsum(~tps[i]).astype(np.float64)
                 recall = tp_cum / self._n_true
                 precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
-                rec[i] = recall[-1] if recall.size else 0.0
+                rec[i] = recall[-1]
                 # monotone envelope from the right, then sample at the 101 recall points
                 precision = np.maximum.accumulate(precision[::-1])[::-1]
                 idx = np.searchsorted(recall, COCO_RECALL_POINTS, side="left")
-                q = np.where(idx < recall.size, precision[np.minimum(idx, max(recall.size - 1, 0))], 0.0)
-                ap[i] = q.mean() if recall.size else 0.0
+                q = np.where(idx < recall.size, precision[np.minimum(idx, recall.size - 1)], 0.0)
+                ap[i] = q.mean()
         per_t = {f"{t:.2f}": float(a) for t, a in zip(thresholds, ap)}
         per_r = {f"{t:.2f}": float(r) for t, r in zip(thresholds, rec)}
         return {

@@ -93,22 +93,78 @@ def od_lut(io: float) -> np.ndarray:
     return (-np.log((np.arange(256, dtype=np.float64) + 1.0) / float(io))).astype(np.float32)
 
 
-def percentiles(x: np.ndarray, qs: Any) -> np.ndarray:
-    """Percentiles of a 1-D array with numpy's default linear interpolation, by one partial sort.
+#: Arrays smaller than this are partitioned directly by :func:`percentiles`.
+_SELECT_DIRECT = 1 << 18
+#: Size of the evenly strided sample that brackets each order statistic.
+_SELECT_SAMPLE = 1 << 16
 
-    ``np.percentile`` partitions once per requested value; one ``np.partition`` with all the
-    needed order statistics is about twice as fast on the 10^7-pixel arrays the normalizers see.
+
+def _order_stats(x: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """Exact k-th smallest values (0-based, sorted unique ``ks``) of an array of any layout.
+
+    For large arrays a random sample brackets each group of nearby order statistics
+    between two values; counting the values below the bracket and partitioning only the few inside
+    it replaces a partial sort of the whole array (a copy plus several passes) by three streaming
+    passes. The counts prove the bracket right; if it missed, the whole array is partitioned.
     """
-    x = np.asarray(x).reshape(-1)
+    flat = x.reshape(-1)  # a view for whole arrays and for channel views of (H, W, C) images
+    n = flat.size
+    if n <= _SELECT_DIRECT:
+        return np.partition(flat, ks)[ks]
+    # a random (fixed-seed) sample: a regular stride can alias with image structure and bias it
+    sample = np.sort(flat[np.random.default_rng(0).integers(0, n, _SELECT_SAMPLE)])
+    m = sample.size
+
+    def sample_rank(k: int, side: int) -> int:
+        p = k / (n - 1)
+        margin = 5.0 * np.sqrt(m * p * (1 - p)) + 8  # five binomial sd of the sample rank, and some
+        r = p * (m - 1) + side * margin
+        return int(min(max(np.floor(r) if side < 0 else np.ceil(r), 0), m - 1))
+
+    out: dict[int, Any] = {}
+    groups = np.split(ks, np.nonzero(np.diff(ks) > 64)[0] + 1)
+    for group in groups:
+        k0, k1 = int(group[0]), int(group[-1])
+        lo_v, hi_v = sample[sample_rank(k0, -1)], sample[sample_rank(k1, 1)]
+        below = int(np.count_nonzero(x < lo_v))
+        inside = flat[((x >= lo_v) & (x <= hi_v)).reshape(-1)]
+        if below <= k0 and k1 < below + inside.size:
+            local = group - below
+            vals = np.partition(inside, local)[local]
+        else:
+            vals = np.partition(flat, group)[group]
+        out.update(zip(group.tolist(), vals))
+    return np.array([out[int(k)] for k in ks], dtype=x.dtype)
+
+
+def percentiles(x: np.ndarray, qs: Any) -> np.ndarray:
+    """Percentiles with numpy's default (linear) interpolation, exact, fast on 10^7 values.
+
+    Parameters
+    ----------
+    x : array of any shape and layout (a strided channel view is fine; it is not copied).
+    qs : percentiles in [0, 100].
+
+    Returns
+    -------
+    float64 array, one value per percentile (equal to ``np.percentile(x, qs)``).
+    """
+    x = np.asarray(x)
     n = x.size
     if n == 0:
         raise StainError("cannot take percentiles of an empty set of pixels")
-    pos = np.asarray(qs, dtype=np.float64) / 100.0 * (n - 1)
+    if not np.all(np.isfinite(x[:: max(1, n // 1000)])):
+        x = x[np.isfinite(x)]  # NaN would break the ordering; rare (only from broken input)
+        n = x.size
+        if n == 0:
+            raise StainError("cannot take percentiles: no finite value")
+    pos = np.asarray(qs, dtype=np.float64).reshape(-1) / 100.0 * (n - 1)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, n - 1)
-    part = np.partition(x, np.unique(np.concatenate([lo, hi])))
+    ks = np.unique(np.concatenate([lo, hi]))
+    vals = dict(zip(ks.tolist(), _order_stats(x, ks).astype(np.float64)))
     frac = pos - lo
-    return part[lo] * (1.0 - frac) + part[hi] * frac
+    return np.array([vals[a] * (1.0 - f) + vals[b] * f for a, b, f in zip(lo, hi, frac)])
 
 
 class StainNormalizer(ABC):

@@ -48,6 +48,29 @@ def _vectors_from_angles(e1: np.ndarray, e2: np.ndarray, phi_lo: float, phi_hi: 
     return m / np.linalg.norm(m, axis=0)
 
 
+def _covariance(x: np.ndarray) -> np.ndarray:
+    """Covariance (float64, 3x3) of the rows of a float32 (n, 3) array.
+
+    Sums and second moments are taken block by block with BLAS products (torch's on the CPU is
+    several times faster than numpy's for this tall-and-thin shape) and accumulated in float64,
+    because float32 sums over 10^7 rows drift.
+    """
+    import torch
+
+    n = x.shape[0]
+    t = torch.from_numpy(x)
+    second = np.zeros((3, 3))
+    total = np.zeros(3)
+    block = 1 << 20
+    ones = torch.ones(1, min(n, block), dtype=t.dtype)
+    for i in range(0, n, block):
+        b = t[i : i + block]
+        second += (b.T @ b).double().numpy()
+        total += (ones[:, : b.shape[0]] @ b).double().numpy()[0]
+    mean = total / n
+    return (second - n * np.outer(mean, mean)) / max(n - 1, 1)
+
+
 def _leading_axes(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
     return _fix_signs(vecs[:, 2], vecs[:, 1])
@@ -116,23 +139,22 @@ class MacenkoNormalizer(StainMatrixNormalizer):
         if t < 0:
             self._check_tissue(0, name)
         mask = cv2.inRange(as_cv_image(rgb), (0, 0, 0), (t, t, t)).reshape(-1) != 0
-        x = od.reshape(-1, 3)[mask]
+        x = np.compress(mask, od.reshape(-1, 3), axis=0)  # 3x faster than boolean row indexing
         n = x.shape[0]
         self._check_tissue(n, name)
-        mean = x.mean(axis=0, dtype=np.float64)
-        # second moments accumulated in float64 block by block: float32 sums over 10^7 rows drift
-        second = np.zeros((3, 3))
-        for i in range(0, n, 1 << 20):
-            blk = x[i : i + (1 << 20)]
-            second += (blk.T @ blk).astype(np.float64)
-        cov = (second - n * np.outer(mean, mean)) / (n - 1)
+        cov = _covariance(x)
         e1, e2 = _leading_axes(cov)
         proj = x @ np.stack([e1, e2], axis=1).astype(np.float32)
         phi = np.arctan2(proj[:, 1], proj[:, 0])
         lo, hi = percentiles(phi, [self.alpha, 100.0 - self.alpha])
         stains = _vectors_from_angles(e1, e2, float(lo), float(hi))
-        conc = self._concentrations(work, stains)
-        max_c = np.array([percentiles(conc[..., k], [99.0])[0] for k in range(2)], dtype=np.float64)
+        pinv = np.linalg.pinv(stains)
+        # one contiguous map per stain: selection on contiguous memory is ~4x faster than on a
+        # strided channel of a 3-channel result
+        cv_od = as_cv_image(od)
+        max_c = np.array(
+            [percentiles(cv2.transform(cv_od, pinv[k : k + 1]), [99.0])[0] for k in range(2)], dtype=np.float64
+        )
         return StainEstimate(stains, max_c, int(n))
 
     def _estimate_torch(self, work: ODWork, name: str) -> StainEstimate:

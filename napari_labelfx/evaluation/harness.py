@@ -1,0 +1,343 @@
+"""``labelfx eval``: train a method on a seeded split of a dataset folder and score it on the test set.
+
+One run: open the folder (:mod:`.dataset`), split it (:mod:`.split`), give ``strong`` training images
+their full masks and the others a derived kind (:mod:`.derive`), train with the engine's
+:class:`~napari_labelfx.engine.Trainer`, predict the test images with
+:class:`~napari_labelfx.inference.Predictor` from the saved model folder (the code path of the GUI)
+and compute the metrics of :mod:`napari_labelfx.tools.metrics`. Instance sets are trained
+semantically (background vs. object); instances come from
+:func:`~napari_labelfx.tools.metrics.instances_from_semantic`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..tools.metrics import InstanceEvaluator, SemanticEvaluator, instances_from_semantic
+from .dataset import EvalDataset, load_dataset
+from .derive import DeriveParams, class_map, derive_item, iter_objects, parse_kind
+from .split import make_split
+
+#: Iterations when none are given. Measured on 2 shared CPU cores (small preset, batch 4, 128x128
+#: patches): see docs/evaluation.md; a 20-image 512x512 set, training plus prediction, stays well
+#: inside 10 minutes.
+DEFAULT_ITERATIONS = 300
+#: Default patch size per spatial dimensionality when ``patch`` is not given.
+DEFAULT_PATCH = {2: (128, 128), 3: (16, 64, 64)}
+
+
+class EvalError(ValueError):
+    """An evaluation run cannot be set up (bad option or dataset)."""
+
+
+def _json_safe(obj: Any) -> Any:
+    """Plain JSON: NaN/inf become null, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    """Write ``data`` as indented JSON atomically (temporary file in the same folder, then rename)."""
+    from ..io.atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_json_safe(data), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _object_scale(ds: EvalDataset, stems: list[str]) -> float | None:
+    """Median object area (pixels) over the given training stems, or None without objects."""
+    areas: list[int] = []
+    for stem in stems:
+        mask = ds.load(stem).mask
+        areas.extend(o.area for o in iter_objects(mask, ds.task))
+    return float(np.median(areas)) if areas else None
+
+
+def run_eval(
+    dataset: str | os.PathLike | EvalDataset,
+    method: str,
+    strong: int = 3,
+    others: str = "none",
+    test: int | None = None,
+    seed: int = 0,
+    iters: int | None = None,
+    device: str = "auto",
+    out: str | os.PathLike | None = None,
+    preset: str = "small",
+    patch: int | None = None,
+    batch: int | None = None,
+    *,
+    instance_split: str = "none",
+    min_size: int | None = None,
+    max_dets: int = 1000,
+    derive_params: DeriveParams | None = None,
+    model_dir: str | os.PathLike | None = None,
+    progress: Any = None,
+    **method_params: Any,
+) -> dict:
+    """Train ``method`` on a split of a dataset folder and evaluate it on the held-out test images.
+
+    Parameters
+    ----------
+    dataset : dataset folder (or an opened :class:`EvalDataset`).
+    method : training method name (see ``napari_labelfx.methods.available_methods()``).
+    strong : training images that keep their full masks.
+    others : derived kind of the remaining training images (``none``, ``image-level``, ``scribble``,
+        ``box``, ``ellipse``, ``noisy-classical``, ``noisy-drop:F``, ``strong``).
+    test : test images (None: ``max(2, round(30 %))``).
+    seed : split, derivation and training seed.
+    iters : training iterations (None: :data:`DEFAULT_ITERATIONS`).
+    device : ``auto``, ``cpu``, ``cuda``, ``mps``.
+    out : JSON file to write the result to (atomically).
+    preset : model size preset.
+    patch : patch edge in pixels (None: 128 in 2D, 16x64x64 in 3D).
+    batch : patches per step (None: the engine's default).
+    instance_split : ``"none"`` or ``"watershed"``: how predicted foreground becomes instances.
+    min_size : smallest predicted instance kept (None: 10 % of the median training object area,
+        computed from the strong training masks, at least 10 pixels).
+    max_dets : COCO detections kept per test image (reported).
+    derive_params : knobs of the label derivations.
+    model_dir : keep the trained model folder here (None: a temporary folder, deleted after).
+    progress : tqdm-like progress object for training.
+    **method_params : parameters of the training method.
+
+    Returns
+    -------
+    dict with method, dataset, seed, split sizes and stems, iterations, seconds, device and metrics.
+    """
+    import torch
+
+    from ..engine import TrainConfig, Trainer, select_device
+    from ..inference import Predictor
+
+    t_start = time.perf_counter()
+    ds = dataset if isinstance(dataset, EvalDataset) else load_dataset(dataset)
+    others_spec = parse_kind(others)
+    split = make_split(ds.stems, strong=strong, test=test, seed=seed)
+    samples = {s: ds.load(s) for s in split.train}
+    spatial_ndim = len(next(iter(samples.values())).spatial_shape) if samples else 2
+    if spatial_ndim not in (2, 3):
+        raise EvalError(f"{ds.root}: images must be 2D or 3D, got {spatial_ndim} spatial dimensions")
+    params = derive_params or DeriveParams()
+    class_names = (["background", *ds.classes]) if ds.multilabel else ds.class_names
+    k = len(class_names)
+
+    # -- training items ------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    items = []
+    for stem in split.train:
+        smp = samples[stem]
+        kind = "strong" if stem in split.strong else others_spec
+        items.append(
+            derive_item(smp.image, smp.mask, ds.task, kind, seed=seed, name=stem, raw=smp.raw,
+                        num_classes=None if ds.multilabel else k, params=params)
+        )
+    derive_seconds = time.perf_counter() - t0
+    if not any(it.target is not None or it.tags is not None for it in items):
+        raise EvalError(
+            f"no training image carries a label (strong={strong}, others={others!r}); give strong > 0 or a kind"
+        )
+
+    # -- training ------------------------------------------------------------------------------------
+    iterations = int(iters) if iters is not None else DEFAULT_ITERATIONS
+    if iterations < 1:
+        raise EvalError(f"iters must be >= 1, got {iters}")
+    if patch is not None:
+        if int(patch) < 4:
+            raise EvalError(f"patch must be >= 4 pixels, got {patch}")
+        patch_size = (int(patch),) * spatial_ndim
+    else:
+        patch_size = DEFAULT_PATCH[spatial_ndim]
+    resolved_device = select_device(device)
+    tmp = None if model_dir is not None else tempfile.TemporaryDirectory(prefix="labelfx-eval-")
+    try:
+        train_dir = Path(model_dir) if model_dir is not None else Path(tmp.name)
+        cfg_kwargs: dict[str, Any] = dict(
+            method=method, preset=preset, spatial="2d" if spatial_ndim == 2 else "3d",
+            iterations=iterations, patch_size=patch_size, device=str(resolved_device), seed=int(seed),
+            preview_every_s=0.0, output_dir=str(train_dir), method_params=dict(method_params),
+            val_every=max(iterations // 5, 1), log_every=max(min(iterations // 20, 50), 1),
+        )
+        if batch is not None:
+            cfg_kwargs["batch_size"] = int(batch)
+        config = TrainConfig(**cfg_kwargs)
+        torch.manual_seed(int(seed))
+        t0 = time.perf_counter()
+        trainer = Trainer(config, items, class_names, multilabel=ds.multilabel)
+        result = trainer.run(progress=progress)
+        train_seconds = time.perf_counter() - t0
+        folder = result.best_dir or result.last_dir
+        if folder is None:
+            raise EvalError("training wrote no model folder")
+
+        # -- prediction and metrics --------------------------------------------------------------------
+        t0 = time.perf_counter()
+        predictor = Predictor.from_folder(folder, device=str(resolved_device))
+        # multi-label channel 0 is the derived background: scores cover the dataset's own classes
+        semantic = SemanticEvaluator(class_names, multilabel=ds.multilabel, background_index=0)
+        instance = InstanceEvaluator(max_dets=max_dets) if ds.task == "instance" else None
+        min_distance = 2
+        if instance is not None:
+            # object size as a person would state it: from the strong training masks
+            area = _object_scale(ds, split.strong)
+            if min_size is None:
+                min_size = max(10, int(0.1 * area)) if area else 10
+            if area:
+                diameter = 2 * math.sqrt(area / math.pi) if spatial_ndim == 2 else 2 * (3 * area / (4 * math.pi)) ** (1 / 3)
+                min_distance = max(int(diameter / 4), 2)
+        per_image = []
+        for stem in split.test:
+            smp = ds.load(stem)
+            pred = predictor(smp.image)
+            truth = class_map(smp.mask, ds.task)
+            labels = np.asarray(pred.labels)
+            semantic.add(truth, labels)
+            row: dict[str, Any] = {"stem": stem}
+            if instance is not None:
+                fg = pred.probabilities[1:].sum(axis=0) if pred.probabilities.shape[0] > 1 else pred.confidence
+                inst = instances_from_semantic(
+                    labels, conf=fg, min_size=min_size, split=instance_split, min_distance=min_distance,
+                )
+                instance.add(smp.mask, inst.labels, scores=inst.scores)
+                row.update(n_true=int(np.unique(smp.mask[smp.mask > 0]).size), n_pred=int(inst.labels.max()))
+            per_image.append(row)
+        predict_seconds = time.perf_counter() - t0
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    metrics = semantic.summary()
+    if instance is not None:
+        inst_summary = instance.summary()
+        metrics.update({k2: inst_summary[k2] for k2 in ("AP50", "AP75", "AP", "AR", "max_dets")})
+        metrics["instances"] = {
+            **inst_summary, "split": instance_split, "min_size": int(min_size), "min_distance": min_distance,
+            "score": "mean foreground probability inside the instance",
+        }
+    report = {
+        "method": method,
+        "dataset": str(ds.root),
+        "task": ds.task,
+        "classes": class_names,
+        "seed": int(seed),
+        "others": str(others_spec),
+        "split": {"sizes": split.sizes(), "strong": split.strong, "others": split.others, "test": split.test},
+        "iterations": int(result.iterations),
+        "iterations_requested": iterations,
+        "stopped_reason": result.stopped_reason,
+        "preset": preset,
+        "patch_size": list(patch_size),
+        "batch_size": int(config.batch_size),
+        "method_params": dict(method_params),
+        "device": str(resolved_device),
+        "seconds": {
+            "total": time.perf_counter() - t_start,
+            "derive": derive_seconds,
+            "train": train_seconds,
+            "predict_and_score": predict_seconds,
+        },
+        "metrics": metrics,
+        "per_image": per_image,
+    }
+    report = _json_safe(report)
+    if out is not None:
+        write_json(out, report)
+    return report
+
+
+# -- command line -------------------------------------------------------------------------------------
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``labelfx eval`` options to ``parser`` (returns it)."""
+    parser.add_argument("--dataset", required=True, metavar="DIR", help="dataset folder (images/, masks/, meta.json)")
+    parser.add_argument("--method", required=True, metavar="NAME", help="training method, e.g. supervised")
+    parser.add_argument("--strong", type=int, default=3, metavar="N", help="training images with full masks (3)")
+    parser.add_argument(
+        "--others", default="none", metavar="KIND",
+        help="label kind of the other training images: none, image-level, scribble, box, ellipse, "
+        "noisy-classical, noisy-drop:F (none)",
+    )
+    parser.add_argument("--test", type=int, default=None, metavar="N", help="test images (max(2, 30%%))")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="split/derivation/training seed (0)")
+    parser.add_argument("--iters", type=int, default=None, metavar="N", help=f"iterations ({DEFAULT_ITERATIONS})")
+    parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:N, mps (auto)")
+    parser.add_argument("--out", default=None, metavar="FILE", help="write the result JSON here")
+    parser.add_argument("--preset", default="small", metavar="P", help="model preset: small, medium, large")
+    parser.add_argument("--patch", type=int, default=None, metavar="N", help="patch edge in pixels (128; 3D 16x64x64)")
+    parser.add_argument("--batch", type=int, default=None, metavar="N", help="patches per step")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE",
+        help="method parameter (repeatable; VALUE parsed as JSON when possible)",
+    )
+    return parser
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise EvalError(f"--param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+def main_eval(args: argparse.Namespace) -> int:
+    """Run ``labelfx eval`` from parsed arguments; print the result JSON. Returns the exit code.
+
+    Bad input (dataset, options, training data) prints one message to stderr and returns 2; a
+    training failure returns 1.
+    """
+    from ..engine import TrainingFailed
+
+    try:
+        params = _parse_params(getattr(args, "param", []) or [])
+        bar = None
+        try:
+            from tqdm import tqdm
+
+            total = args.iters if args.iters is not None else DEFAULT_ITERATIONS
+            bar = tqdm(total=total, desc="training", unit="it", file=sys.stderr, disable=not sys.stderr.isatty())
+        except ImportError:  # tqdm is a dependency, but progress is optional
+            pass
+        try:
+            report = run_eval(
+                args.dataset, args.method, strong=args.strong, others=args.others, test=args.test, seed=args.seed,
+                iters=args.iters, device=args.device, out=args.out, preset=args.preset, patch=args.patch,
+                batch=args.batch, progress=bar, **params,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+    except TrainingFailed as exc:
+        print(f"labelfx eval: {exc.reason}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # all input errors of the library are ValueError subclasses
+        print(f"labelfx eval: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
