@@ -52,7 +52,7 @@ def run_headless(out: str | Path, iters: int | None = None, device: str = "auto"
     from .engine import TrainConfig, Trainer
     from .inference import Predictor
     from .io.writer import write_labels
-    from .tools.metrics import semantic_scores
+    from .tools.metrics import semantic_metrics
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,7 @@ def run_headless(out: str | Path, iters: int | None = None, device: str = "auto"
     write_labels(out / "prediction.tif", labels)
     _overlay_png(d["image"], labels, d["instances"], out / "overlay.png")
     truth = (d["instances"] > 0).astype(np.int64)
-    scores = semantic_scores([labels], [truth], num_classes=2)
+    scores = semantic_metrics([truth], [labels.astype(np.int64)], list(table.names))
     metrics = {"method": "scribble", "iterations": cfg.iterations, "train_seconds": round(train_s, 1),
                "device": str(pred.device), "model": str(model_dir), **scores}
     tmp = out / "metrics.json.tmp"
@@ -138,6 +138,7 @@ def run_gui(args: argparse.Namespace) -> int:
             counter["n"] += 1
             done = train.runner is not None and not train.runner.running
             if elapsed > limit or (done and counter["n"] > 2):
+                timer.stop()
                 if train.runner is not None:
                     train.runner.terminate(timeout=5.0)
                 print(json.dumps({"screenshots": str(shots), "count": counter["n"],

@@ -76,7 +76,12 @@ def test_predict_to_zarr_equals_in_memory_prediction(tmp_path, volume):
     labels = zarr.open_array(str(out), mode="r")
     conf = zarr.open_array(str(tmp_path / "conf.zarr"), mode="r")
     assert labels.dtype == np.uint8 and labels.shape == raw.shape[1:] and labels.chunks == (4, 8, 8)
-    np.testing.assert_array_equal(labels[...], expected.labels)
+    # labels agree except where the top two classes tie (dead ReLUs give exactly uniform softmax
+    # outputs here, and float rounding then decides the argmax)
+    top2 = np.sort(expected.probabilities, axis=0)[-2:]
+    decided = top2[1] - top2[0] > 1e-5
+    assert decided.mean() > 0.5
+    np.testing.assert_array_equal(labels[...][decided], expected.labels[decided])
     np.testing.assert_allclose(conf[...], expected.confidence, atol=1e-5)
     attrs = dict(labels.attrs)
     assert attrs["labelfx_labels"] is True and attrs["axes"] == "ZYX" and attrs["scale"] == [2.0, 0.5, 0.5]

@@ -28,8 +28,8 @@ def he_like(seed: int = 0, size: int = 24, mean_od: float = 0.25) -> np.ndarray:
 
 
 def stains(rgb: np.ndarray) -> np.ndarray:
-    """Mean H, E, DAB stain values (scikit-image units) of a (3, ...) image."""
-    od = -np.log(np.clip(rgb.reshape(3, -1), 1e-6, 1)) / np.log(1e6)
+    """Mean H, E, DAB stain values (natural-log OD units) of a (3, ...) image."""
+    od = -np.log(np.clip(rgb.reshape(3, -1), 1e-6, 1))
     return (od.T @ np.linalg.inv(RGB_FROM_HED)).mean(axis=0)
 
 
@@ -70,6 +70,9 @@ def test_perturbation_moves_the_right_stain():
     scaled = stains(perturb_hed(img, [0.0, -0.05, 0.0], [0.0, 0.0, 0.0]))
     assert scaled[1] == pytest.approx(before[1] * 0.95, rel=0.02)
     assert scaled[0] == pytest.approx(before[0], abs=2e-3)
+    # the scikit-image unit (OD / ln 1e6) makes the same beta a ln(1e6) times larger OD shift
+    strong = stains(perturb_hed(img, [0.0] * 3, [0.0, 0.002, 0.0], HEDJitter(od_unit=float(np.log(1e6)))))
+    assert strong[1] == pytest.approx(before[1] + 0.002 * np.log(1e6), abs=2e-3)
 
 
 def test_numpy_and_torch_agree_and_rng_is_seeded():
@@ -108,3 +111,5 @@ def test_bad_input_and_settings():
         HEDJitter(sigma=-1)
     with pytest.raises(AugmentationError, match="mean_range"):
         HEDJitter(mean_range=(0.9, 0.1))
+    with pytest.raises(AugmentationError, match="od_unit"):
+        HEDJitter(od_unit=0)

@@ -138,6 +138,38 @@ def test_tiled_matches_whole_image_and_has_no_seams(source):
     assert norm.normalize_tiled(img, tile=50, out=out) is out
 
 
+def test_tiled_on_lazy_arrays_writes_into_zarr(source):
+    zarr = pytest.importorskip("zarr")
+    da = pytest.importorskip("dask.array")
+    img, _ = source
+    norm = MacenkoNormalizer()
+    whole = norm.normalize(img)
+    src = zarr.create_array(store={}, shape=img.shape, chunks=(40, 40, 3), dtype="uint8")
+    src[:] = img
+    dst = zarr.create_array(store={}, shape=img.shape, chunks=(48, 48, 3), dtype="uint8")
+    assert norm.normalize_tiled(src, tile=48, out=dst) is dst
+    np.testing.assert_array_equal(dst[:], whole)
+    np.testing.assert_array_equal(norm.normalize_tiled(da.from_array(img, chunks=(30, 30, 3)), tile=48), whole)
+    with pytest.raises(StainInputError, match="output array shape"):
+        norm.normalize_tiled(img, out=np.zeros((5, 5, 3), np.uint8))
+
+
+def test_exact_fast_percentiles_match_numpy():
+    from napari_labelfx.tools.stain._common import percentiles
+
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(700, 600, 3)).astype(np.float32)  # > 2^18 values: the bracketing path
+    for view in (big[..., 1], big.reshape(-1)[:300_001]):
+        for qs in ([1, 99], [0, 50, 100], [99.9]):
+            np.testing.assert_allclose(percentiles(view, qs), np.percentile(view, qs), rtol=0, atol=1e-7)
+    ties = np.repeat(np.arange(7, dtype=np.float32), 60_000)
+    np.testing.assert_array_equal(percentiles(ties, [1, 50, 99]), np.percentile(ties, [1, 50, 99]))
+    small = np.array([3.0, 1.0, 2.0])
+    np.testing.assert_allclose(percentiles(small, [25]), np.percentile(small, [25]))
+    with pytest.raises(StainError, match="empty"):
+        percentiles(np.array([]), [50])
+
+
 def test_fit_on_a_region(reference):
     ref, _ = reference
     mask = np.zeros(ref.shape[:2], bool)
@@ -200,6 +232,10 @@ def test_reinhard_transfers_lab_statistics(source, reference, backend):
     # the source's colour statistics were far from the reference's
     src = norm.lab_stats(img)
     assert np.abs(src.means - norm.target.means).max() > 3
+    # and the stains seen in the output are now the reference's
+    before = cosines(MacenkoNormalizer().estimate(img).stain_matrix, HE_REF)
+    after = cosines(MacenkoNormalizer().estimate(out).stain_matrix, HE_REF)
+    assert np.all(after > 0.99) and np.all(after > before)
 
 
 def test_reinhard_idempotent_and_backends_agree(source, reference):

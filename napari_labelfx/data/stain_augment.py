@@ -6,11 +6,13 @@ An RGB image in [0, 1] is deconvolved into haematoxylin, eosin and DAB "stain" c
 result is converted back to RGB and clipped to [0, 1]. Images whose mean intensity is outside
 [0.15, 0.85] (mostly background, or nearly black) are returned unchanged.
 
-Units: stain values are optical densities divided by ``-ln(od_eps)`` with ``od_eps = 1e-6``, the
-convention of scikit-image's ``rgb2hed``/``hed2rgb`` in which the HED-light ranges were defined, so
-``beta = 0.05`` shifts a stain's optical density by ``0.05 * ln(1e6) = 0.69``. Negative stain values
-are not clipped (scikit-image clips them); keeping them makes the transform exactly invertible, so a
-zero perturbation returns the input.
+Units (an assumption, exposed as ``od_unit``): the additive ``beta`` is in natural-log optical
+density, ``OD = -ln(I)``, as in the scikit-image versions of the HED-light papers' time. Current
+scikit-image divides OD by ``ln(1e6)`` before jittering; there ``beta = 0.05`` means an OD shift of
+0.69, which recolours a slide strongly (checked by eye on CPM-15 H&E) - not "light". Pass
+``od_unit=np.log(1e6)`` to get that behaviour. Negative stain values are not clipped (scikit-image
+clips them); keeping them makes the transform exactly invertible, so a zero perturbation returns
+the input (intensities are floored at ``od_eps`` = 1e-6 before the logarithm).
 
 Random parameters come from a numpy generator (reproducible and device-independent); the arithmetic
 runs in numpy for ``(3, ...)`` arrays and in torch, on the tensor's device, for ``(B, 3, ...)`` batches.
@@ -38,7 +40,8 @@ class HEDJitter:
     bias : additive perturbation ``beta ~ U(-bias, bias)`` per image and stain.
     mean_range : images whose mean (in [0, 1]) lies outside this closed interval are not changed.
     stain_matrix : (3, 3) rows = OD vectors of H, E, DAB.
-    od_eps : floor of intensities before the logarithm; ``-ln(od_eps)`` is the stain unit.
+    od_eps : floor of intensities before the logarithm.
+    od_unit : optical density of one stain unit (``beta`` is in these units): 1 = natural-log OD.
     """
 
     sigma: float = 0.05
@@ -46,6 +49,7 @@ class HEDJitter:
     mean_range: tuple[float, float] = (0.15, 0.85)
     stain_matrix: tuple[tuple[float, ...], ...] = tuple(map(tuple, RGB_FROM_HED))
     od_eps: float = 1e-6
+    od_unit: float = 1.0
 
     def __post_init__(self) -> None:
         if self.sigma < 0 or self.bias < 0:
@@ -58,6 +62,8 @@ class HEDJitter:
             raise AugmentationError("HED jitter stain_matrix must be an invertible 3x3 matrix")
         if not 0 < self.od_eps < 1:
             raise AugmentationError(f"HED jitter od_eps must be in (0, 1), got {self.od_eps}")
+        if not self.od_unit > 0:
+            raise AugmentationError(f"HED jitter od_unit must be > 0, got {self.od_unit}")
 
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``(sigmas, betas)``, each float64 (n, 3), for n images."""
@@ -77,7 +83,7 @@ class HEDJitter:
 
 def _matrices(cfg: HEDJitter) -> tuple[np.ndarray, np.ndarray, float]:
     rgb_from_hed = np.asarray(cfg.stain_matrix, dtype=np.float64)
-    return np.linalg.inv(rgb_from_hed), rgb_from_hed, float(-np.log(cfg.od_eps))
+    return np.linalg.inv(rgb_from_hed), rgb_from_hed, float(cfg.od_unit)
 
 
 def _in_range(mean: float, cfg: HEDJitter) -> bool:

@@ -35,7 +35,8 @@ class TrainConfig:
     val_every : iterations between validations (and ``last`` checkpoints).
     early_stopping : stop after this many validations without improvement (0 = never).
     seed : seeds sampling, augmentation, weight initialisation and the validation split.
-    preview_every_s : seconds between preview predictions (<= 0: only when requested).
+    preview_every_s : seconds between preview predictions (<= 0: only when requested); stretched when
+        a preview is slow so that previews take at most 15 % of the time.
     output_dir : folder for the ``best`` and ``last`` checkpoints (None: keep in memory only).
     augment : augmentation switches (see ``data.augment.AugmentConfig``).
     method_params : parameters of the method (see its ``defaults``).

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 DEFAULT_NORMALISATION = {"low": 1.0, "high": 99.8}
 #: Floor of the cosine schedule, as a fraction of the base learning rate.
 MIN_LR_FACTOR = 0.01
+#: Timed previews are spaced so that they take at most this share of the training time (a preview
+#: of a large region on a CPU can cost as much as several steps); requested previews are not held back.
+PREVIEW_TIME_SHARE = 0.15
 #: Sleep between checks of a paused control (seconds).
 PAUSE_POLL_S = 0.05
 
@@ -414,6 +417,7 @@ class Trainer:
         t_window = time.perf_counter()
         last_preview = time.perf_counter()  # timed previews start preview_every_s after the start
         first_preview_due = cfg.preview_every_s > 0  # the first preview follows the first PROGRESS
+        preview_gap = cfg.preview_every_s
         progress_sent = False
         while self.iteration < total:
             # -- between steps: control, new annotations, preview requests
@@ -509,13 +513,15 @@ class Trainer:
                 yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter, None)
             now = time.perf_counter()
             due = (first_preview_due and progress_sent) or (
-                cfg.preview_every_s > 0 and now - last_preview >= cfg.preview_every_s)
+                cfg.preview_every_s > 0 and now - last_preview >= preview_gap)
             if self._preview_new or due:
                 t_prev = time.perf_counter()
-                yield self._preview_update()
+                upd = self._preview_update()
                 first_preview_due = False
                 last_preview = time.perf_counter()
                 t_window += last_preview - t_prev
+                preview_gap = max(cfg.preview_every_s, (last_preview - t_prev) / PREVIEW_TIME_SHARE)
+                yield upd
 
         # -- the end: last model, then the best one becomes the inference network
         last_dir = best_dir = None

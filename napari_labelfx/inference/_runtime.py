@@ -140,10 +140,13 @@ class Blender:
     blend : ``"gaussian"`` or ``"constant"``.
     device : where the accumulator lives.
     window_rows : rows of the first axis held at once (default: all).
+    implicit_last : the probabilities sum to 1 over classes (softmax): accumulate K-1 channels and
+        recover the last as 1 - the others (blending is a weighted mean, so sums to 1 are kept);
+        saves 1/K of the accumulator (half for two classes).
     """
 
     def __init__(self, padded: Sequence[int], roi: Sequence[int], starts: Sequence[Sequence[int]], blend: str,
-                 device: torch.device, window_rows: int | None = None) -> None:
+                 device: torch.device, window_rows: int | None = None, implicit_last: bool = False) -> None:
         profiles = importance_profiles(roi, blend)
         weights = np.ones((), np.float64)
         for profile in profiles:
@@ -157,15 +160,22 @@ class Blender:
         ]
         self.window = (int(window_rows or padded[0]), *(int(p) for p in padded[1:]))
         self.origin = 0  # padded-image row of window row 0
-        self.acc: torch.Tensor | None = None  # (K, *window), allocated when K is known
+        self.implicit_last = implicit_last
+        self.num_classes = 0
+        self.acc: torch.Tensor | None = None  # (K or K-1, *window), allocated when K is known
 
     def add(self, starts: Sequence[Sequence[int]], probs: torch.Tensor) -> None:
         """Add a batch of tile probabilities (B, K, *roi) at window-relative ``starts``."""
         probs = probs.to(self.device)
         if self.acc is None:
-            self.acc = torch.zeros((probs.shape[1], *self.window), dtype=torch.float32, device=self.device)
-        elif probs.shape[1] != self.acc.shape[0]:
-            raise InferenceError(f"the model returned {probs.shape[1]} classes, earlier tiles {self.acc.shape[0]}")
+            self.num_classes = probs.shape[1]
+            stored = self.num_classes - 1 if self.implicit_last and self.num_classes > 1 else self.num_classes
+            self.implicit_last = stored < self.num_classes
+            self.acc = torch.zeros((stored, *self.window), dtype=torch.float32, device=self.device)
+        elif probs.shape[1] != self.num_classes:
+            raise InferenceError(f"the model returned {probs.shape[1]} classes, earlier tiles {self.num_classes}")
+        if self.implicit_last:
+            probs = probs[:, :-1]
         for start, p in zip(starts, probs):
             region = tuple(slice(s, s + r) for s, r in zip(start, self.roi))
             self.acc[(slice(None), *region)].addcmul_(p, self.weights)
@@ -183,6 +193,8 @@ class Blender:
             shape[axis + 1] = -1
             factor = inv.view(shape)
             block = block.mul_(factor) if (inplace or axis > 0) else block * factor  # axis 0 copies unless inplace
+        if self.implicit_last:
+            block = torch.cat([block, (1.0 - block.sum(dim=0, keepdim=True)).clamp_(min=0.0)], dim=0)
         return block
 
     def advance(self, rows: int) -> None:

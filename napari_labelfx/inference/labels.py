@@ -22,7 +22,11 @@ def probabilities_to_labels(
     if multilabel:
         labels = (probs >= threshold).astype(np.uint8)
         confidence = np.maximum(probs, 1.0 - probs).min(axis=0)
-    else:
-        labels = probs.argmax(axis=0).astype(labels_dtype(probs.shape[0]))
-        confidence = probs.max(axis=0)
-    return labels, confidence.astype(np.float32, copy=False)
+        return labels, confidence.astype(np.float32, copy=False)
+    labels = np.empty(probs.shape[1:], labels_dtype(probs.shape[0]))
+    confidence = np.empty(probs.shape[1:], np.float32)
+    # one row at a time: argmax returns int64, 8 bytes per pixel, a large temporary for a volume
+    for i in range(probs.shape[1]) if probs.ndim > 1 else ():
+        labels[i] = probs[:, i].argmax(axis=0)
+        confidence[i] = probs[:, i].max(axis=0)
+    return labels, confidence

@@ -115,7 +115,7 @@ def stream_probabilities(
     # the consumer handles a yielded block
     with eval_mode(model):
         forward = TileForward(model, dev, len(spatial), multilabel, tta, amp)
-        blender = Blender(padded, roi, axis_starts, blend, acc_dev, window_rows=roi[0])
+        blender = Blender(padded, roi, axis_starts, blend, acc_dev, window_rows=roi[0], implicit_last=not multilabel)
         prepare = _Normaliser(normalisation)
         done = 0
         for i, z in enumerate(z_starts):

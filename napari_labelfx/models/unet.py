@@ -94,10 +94,11 @@ class UNet(nn.Module):
         self._check_input(x)
         size = tuple(x.shape[2:])
         skips = self._encode_padded(x)
-        h = skips[-1]
+        h = skips.pop()
         maps = [h]
-        for up, skip in zip(self.ups, reversed(skips[:-1])):
-            h = up(h, skip)
+        for up in self.ups:
+            # pop: once concatenated, a skip map is no longer referenced and its memory is freed
+            h = up(h, skips.pop())
             maps.append(h)
         decoder = [self._crop(m, self._valid_size(size, i)) for i, m in enumerate(maps)]
         features = self.dropout(decoder[-1])

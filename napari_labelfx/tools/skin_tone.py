@@ -356,6 +356,7 @@ def plot_fitzpatrick_histogram(types: Iterable[Any], path: str | os.PathLike, ti
     """Bar chart of the Fitzpatrick types as a PNG (matplotlib, Agg backend, atomic write)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     from ..io import atomic_path
 
@@ -372,6 +373,7 @@ def plot_fitzpatrick_histogram(types: Iterable[Any], path: str | os.PathLike, ti
     ax.set_ylabel("images")
     ax.set_title(f"{title} (n = {int(counts.sum())})")
     ax.set_ylim(0, max(1, int(counts.max())) * 1.15)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -55,6 +55,7 @@ class AnnotateWidget(QWidget):
         self.layer_table.setHorizontalHeaderLabels(["layer", "type", "kind"])
         self.layer_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.layer_table.verticalHeader().setVisible(False)
+        self.layer_table.setMinimumHeight(120)
         bl.addWidget(self.layer_table)
         row = QHBoxLayout()
         self.new_kind_combo = QComboBox()
@@ -75,6 +76,9 @@ class AnnotateWidget(QWidget):
         self.class_table_w.setHorizontalHeaderLabels(["name", "mask value", "scribble value", "colour"])
         self.class_table_w.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.class_table_w.verticalHeader().setVisible(False)
+        self.class_table_w.setMinimumHeight(100)
+        for col in (1, 2):
+            self.class_table_w.horizontalHeader().setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         self.class_table_w.itemChanged.connect(self._class_item_changed)
         bl.addWidget(self.class_table_w)
         row = QHBoxLayout()

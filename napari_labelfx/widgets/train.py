@@ -57,6 +57,7 @@ class TrainWidget(QWidget):
         self._t_start = 0.0
         self.first_preview_s: float | None = None
         self.preview_count = 0
+        self._unticked: set[str] = set()
         self._build_ui()
         self._poll_timer = QTimer(self)
         self._poll_timer.setInterval(100)
@@ -165,6 +166,14 @@ class TrainWidget(QWidget):
         self._refresh_annotation_list()
 
     def _refresh_annotation_list(self, *_: Any) -> None:
+        # keep what the person unticked when layers come and go (e.g. result layers being added)
+        for i in range(self.annotation_list.count()):
+            it = self.annotation_list.item(i)
+            name = it.data(Qt.ItemDataRole.UserRole)
+            if it.checkState() == Qt.CheckState.Unchecked:
+                self._unticked.add(name)
+            else:
+                self._unticked.discard(name)
         self.annotation_list.clear()
         image = self.image_layer
         if image is None:
@@ -173,7 +182,8 @@ class TrainWidget(QWidget):
             item = QListWidgetItem(f"{layer.name}  [{layer.metadata.get(_layers.KIND_KEY)}]")
             item.setData(Qt.ItemDataRole.UserRole, layer.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked)
+            unticked = layer.name in self._unticked
+            item.setCheckState(Qt.CheckState.Unchecked if unticked else Qt.CheckState.Checked)
             self.annotation_list.addItem(item)
 
     @property

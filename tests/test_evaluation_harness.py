@@ -1,0 +1,89 @@
+"""``run_eval`` end to end on tiny synthetic dataset folders (a few iterations on CPU)."""
+import argparse
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_labelfx.evaluation import EvalError, add_eval_arguments, load_dataset, main_eval, run_eval
+from tests.test_evaluation_helpers import make_dataset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_instance_set_trains_predicts_and_scores(tmp_path):
+    root = make_dataset(tmp_path / "nuclei", n=6)
+    out = tmp_path / "res" / "result.json"
+    r = run_eval(root, "supervised", strong=2, others="scribble", iters=40, patch=32, batch=4, device="cpu",
+                 out=out, seed=1)
+    assert r["method"] == "supervised" and r["seed"] == 1 and r["device"] == "cpu"
+    assert r["split"]["sizes"] == {"strong": 2, "others": 2, "test": 2}
+    split = r["split"]
+    assert not (set(split["test"]) & set(split["strong"] + split["others"]))
+    assert r["iterations"] == 40 and r["patch_size"] == [32, 32] and r["batch_size"] == 4
+    m = r["metrics"]
+    for key in ("AP50", "AP75", "AP", "AR"):
+        assert 0.0 <= m[key] <= 1.0 and m[key] == m["instances"][key]
+    assert m["max_dets"] == 1000
+    ds = load_dataset(root)
+    n_true = sum(len(np.unique(ds.load(s).mask)) - 1 for s in split["test"])
+    assert m["instances"]["n_true"] == n_true
+    assert list(m["dice"]) == ["nucleus"]
+    assert m["dice"]["nucleus"] > 0.7  # the blobs are easy: 40 steps learn them
+    assert r["seconds"]["train"] > 0
+    assert json.loads(out.read_text())["metrics"]["mean_dice"] == pytest.approx(m["mean_dice"])
+    assert not list(out.parent.glob(".*tmp*"))  # atomic write left no temporary file
+
+
+def test_multilabel_and_semantic_sets_run(tmp_path):
+    r = run_eval(make_dataset(tmp_path / "ml", task="multilabel", n=5), "supervised", strong=1, others="box",
+                 iters=2, patch=32, batch=2, device="cpu")
+    assert r["classes"] == ["background", "a", "b"]
+    assert sorted(r["metrics"]["dice"]) == ["a", "b"] and "AP" not in r["metrics"]
+    r = run_eval(make_dataset(tmp_path / "sem", task="semantic", n=5), "scribble", strong=0, others="scribble",
+                 iters=2, patch=32, batch=2, device="cpu", test=2)
+    assert sorted(r["metrics"]["dice"]) == ["a", "b"] and r["split"]["sizes"]["others"] == 3
+
+
+def test_bad_options_raise_clear_errors(tmp_path):
+    root = make_dataset(tmp_path / "set", n=5)
+    with pytest.raises(EvalError, match="no training image carries a label"):
+        run_eval(root, "supervised", strong=0, others="none", iters=1, device="cpu")
+    with pytest.raises(ValueError, match="unknown label kind"):
+        run_eval(root, "supervised", others="polygons", iters=1, device="cpu")
+    with pytest.raises(ValueError, match="strong=9"):
+        run_eval(root, "supervised", strong=9, iters=1, device="cpu")
+
+
+def test_cli_entry_point(tmp_path, capsys):
+    root = make_dataset(tmp_path / "set", n=5)
+    parser = add_eval_arguments(argparse.ArgumentParser(prog="labelfx eval"))
+    args = parser.parse_args(["--dataset", str(root), "--method", "supervised", "--strong", "2", "--iters", "2",
+                              "--patch", "32", "--batch", "2", "--device", "cpu", "--others", "ellipse",
+                              "--out", str(tmp_path / "r.json")])
+    assert main_eval(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["others"] == "ellipse" and (tmp_path / "r.json").is_file()
+    # bad input: message on stderr, exit code 2, nothing written
+    tifffile.imwrite(root / "masks" / "im0.tif", np.zeros((8, 8), np.uint16))
+    args = parser.parse_args(["--dataset", str(root), "--method", "supervised", "--test", "4", "--strong", "1",
+                              "--iters", "1", "--device", "cpu", "--out", str(tmp_path / "bad.json")])
+    assert main_eval(args) == 2
+    err = capsys.readouterr().err
+    assert "does not match" in err and "im0" in err
+    assert not (tmp_path / "bad.json").exists()
+    args = parser.parse_args(["--dataset", str(tmp_path / "missing"), "--method", "supervised"])
+    assert main_eval(args) == 2
+    args = parser.parse_args(["--dataset", str(root), "--method", "no-such-method", "--iters", "1",
+                              "--device", "cpu", "--test", "2", "--strong", "1"])
+    tifffile.imwrite(root / "masks" / "im0.tif", np.zeros((64, 64), np.uint16))
+    assert main_eval(args) == 2
+    assert "no-such-method" in capsys.readouterr().err
