@@ -38,10 +38,11 @@ def _model(dims: int, preset: str, **overrides: int) -> torch.nn.Module:
     return build_model(cfg).eval()
 
 
-def _interleaved_times(fns: dict, repeats: int) -> dict[str, float]:
+def _interleaved_times(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
     """Median seconds per function, runs interleaved so that load changes on a shared machine hit all."""
-    for fn in fns.values():
-        fn()  # warm-up (allocator, kernels)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()  # warm-up (allocator, kernels)
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -52,43 +53,55 @@ def _interleaved_times(fns: dict, repeats: int) -> dict[str, float]:
 
 
 def throughput(dims: int, shape: tuple[int, ...], roi: tuple[int, ...], args: argparse.Namespace) -> dict:
-    """Voxels/s of ours vs MONAI on one random image."""
-    model = _model(dims, args.preset)
+    """Voxels/s of ours vs MONAI on one random image, per weight layout of the shared model."""
     image = np.random.default_rng(0).normal(size=(1, *shape)).astype(np.float32)
     n = int(np.prod(shape))
-    kw = dict(overlap=args.overlap, batch_size=args.batch)
-
-    def run_ours() -> np.ndarray:
-        return sliding_window_predict(model, image, roi, blend="gaussian", **kw)
-
-    result = {"shape": list(shape), "roi": list(roi), "overlap": args.overlap, "batch": args.batch}
+    result: dict = {"shape": list(shape), "roi": list(roi), "overlap": args.overlap, "batch": args.batch}
     try:
         from monai.inferers import sliding_window_inference
     except ImportError:
-        ours_s = _interleaved_times({"ours": run_ours}, args.repeats)["ours"]
-        result.update({"ours_s": round(ours_s, 3), "ours_voxels_per_s": round(n / ours_s),
-                       "monai": "monai not installed"})
-        return result
-    x = torch.from_numpy(image[None])
+        sliding_window_inference = None
+        result["monai"] = "monai not installed"
+    for layout in args.layouts:
+        model = _model(dims, args.preset)
+        fmt = None
+        if layout == "channels_last":
+            # what Predictor does by default; sliding_window_predict feeds tiles in the model's layout
+            fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+            model = model.to(memory_format=fmt)
 
-    def predictor(t: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(model(t).logits, dim=1)
+        def run_ours(model=model) -> np.ndarray:
+            return sliding_window_predict(model, image, roi, overlap=args.overlap, batch_size=args.batch,
+                                          blend="gaussian")
 
-    def run_monai() -> torch.Tensor:
-        with torch.inference_mode():
-            return sliding_window_inference(x, roi, args.batch, predictor, overlap=args.overlap, mode="gaussian",
-                                            sigma_scale=0.125)
+        fns = {"ours": run_ours}
+        if sliding_window_inference is not None:
+            x = torch.from_numpy(image[None])
 
-    t = _interleaved_times({"ours": run_ours, "monai": run_monai}, args.repeats)
-    ours_s, monai_s = t["ours"], t["monai"]
-    ours = run_ours()
-    theirs = run_monai()[0].numpy()
-    result.update({"ours_s": round(ours_s, 3), "ours_voxels_per_s": round(n / ours_s),
-                   "monai_s": round(monai_s, 3), "monai_voxels_per_s": round(n / monai_s),
-                   "ratio_ours_over_monai": round(monai_s / ours_s, 3),
-                   # the two Gaussian maps differ slightly (centre, floor): agreement, not identity
-                   "max_abs_prob_diff": float(np.abs(ours - theirs).max()),
-                   "argmax_agreement": float((ours.argmax(0) == theirs.argmax(0)).mean())})
+            def predictor(t: torch.Tensor, model=model, fmt=fmt) -> torch.Tensor:
+                if fmt is not None:
+                    t = t.contiguous(memory_format=fmt)
+                return torch.softmax(model(t).logits, dim=1)
+
+            def run_monai(predictor=predictor) -> np.ndarray:
+                with torch.inference_mode():
+                    out = sliding_window_inference(x, roi, args.batch, predictor, overlap=args.overlap,
+                                                   mode="gaussian", sigma_scale=0.125)
+                return out[0].numpy()
+
+            fns["monai"] = run_monai
+        t = _interleaved_times(fns, args.repeats, args.warmup)
+        entry = {"ours_s": round(t["ours"], 3), "ours_voxels_per_s": round(n / t["ours"])}
+        if "monai" in t:
+            ours, theirs = run_ours(), fns["monai"]()
+            entry.update({
+                "monai_s": round(t["monai"], 3), "monai_voxels_per_s": round(n / t["monai"]),
+                "ratio_ours_over_monai": round(t["monai"] / t["ours"], 3),
+                # the Gaussian maps differ slightly (centre, floor): agreement, not identity
+                "max_abs_prob_diff": round(float(np.abs(ours - theirs).max()), 4),
+                "argmax_agreement": round(float((ours.argmax(0) == theirs.argmax(0)).mean()), 5),
+            })
+        result[layout] = entry
     return result
 
 
@@ -169,6 +182,11 @@ def main() -> None:
     p.add_argument("--mem-width", type=int, default=0, help="override the preset width in the memory run")
     p.add_argument("--mem-depth", type=int, default=0, help="override the preset depth in the memory run")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs of each method before timing")
+    p.add_argument("--layouts", nargs="+", default=["contiguous", "channels_last"],
+                   choices=["contiguous", "channels_last"], help="weight layouts of the shared model")
+    p.add_argument("--skip-2d", action="store_true")
+    p.add_argument("--skip-3d", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
@@ -182,8 +200,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     report: dict = {"torch": torch.__version__, "threads": args.threads, "preset": args.preset}
     if not args.skip_throughput:
-        report["throughput_2d"] = throughput(2, (args.size2d, args.size2d), tuple(args.roi2d), args)
-        report["throughput_3d"] = throughput(3, tuple(args.size3d), tuple(args.roi3d), args)
+        if not args.skip_2d:
+            report["throughput_2d"] = throughput(2, (args.size2d, args.size2d), tuple(args.roi2d), args)
+        if not args.skip_3d:
+            report["throughput_3d"] = throughput(3, tuple(args.size3d), tuple(args.roi3d), args)
     if not args.skip_memory:
         report["streaming_memory"] = memory(args)
     print(json.dumps(report, indent=2))

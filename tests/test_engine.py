@@ -191,11 +191,14 @@ def test_previews_come_early_follow_requests_and_new_items_apply():
     trainer.request_preview(1, (slice(10, 30), slice(0, 16)))
     nxt = next(u for u in gen if u.kind == UpdateKind.PREVIEW)
     assert nxt.iteration == 3 and nxt.data["image_index"] == 1 and nxt.data["labels"].shape == (20, 16)
+    trainer.set_items([item, other])  # the GUI re-sends unchanged annotations at every refresh: a no-op
+    nxt = next(gen)
+    assert nxt.kind != UpdateKind.LOG and trainer._pending_items is None
     scribbles = TrainingItem(item.image, np.full((48, 48), IGNORE_INDEX, np.int64), LabelKind.SCRIBBLE)
     scribbles.target[5, :] = 0
     trainer.set_items([scribbles, other])
     logs = [u.data["message"] for u in gen if u.kind == UpdateKind.LOG]
-    assert any("updated annotations" in m for m in logs)
+    assert sum("updated annotations" in m for m in logs) == 1
     assert trainer.result.stopped_reason == "done"
     assert trainer._sampler.items[0].target is not None and (trainer._sampler.items[0].target == 0).sum() == 48
 
@@ -289,3 +292,33 @@ def test_adamw_matches_torch_and_schedule_shape():
     assert fresh.state[a.weight]["step"] == 5
     assert lr_factor(0, 100, 10) == pytest.approx(0.1) and lr_factor(9, 100, 10) == pytest.approx(1.0)
     assert lr_factor(100, 100, 10, floor=0.01) == pytest.approx(0.01)
+
+
+def test_adamw_works_under_a_grad_scaler():
+    # the CUDA mixed-precision path drives the optimizer through GradScaler; CPU scaling checks the duck typing
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 2)
+    b = torch.nn.Linear(4, 2)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(6, 4)
+    for model, opt in ((a, AdamW(a.parameters(), lr=0.01, weight_decay=0.0)),
+                       (b, torch.optim.AdamW(b.parameters(), lr=0.01, weight_decay=0.0))):
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        for _ in range(3):
+            opt.zero_grad()
+            scaler.scale(model(x).pow(2).mean()).backward()
+            scaler.step(opt)
+            scaler.update()
+    assert torch.allclose(a.weight, b.weight, atol=1e-6)
+
+
+def test_a_bad_preview_request_falls_back_to_the_default_with_a_warning():
+    item, _ = _disks(0)
+    trainer = Trainer(_cfg(iterations=2, log_every=1), [item], ["bg", "fg"])
+    trainer.request_preview(5, None)  # no such image
+    ups = list(trainer.updates())
+    warn = [u for u in ups if u.kind == UpdateKind.LOG and "out of range" in u.data["message"]]
+    preview = [u for u in ups if u.kind == UpdateKind.PREVIEW]
+    assert warn and preview and preview[0].data["image_index"] == 0
+    with pytest.raises(ValueError, match="empty or outside the image"):
+        trainer.predict_region(0, (slice(60, 70), slice(0, 5)))

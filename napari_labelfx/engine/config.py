@@ -11,6 +11,11 @@ class ConfigError(ValueError):
     """A training setting is unknown or out of range."""
 
 
+DEFAULT_PATCH_2D = (128, 128)
+#: Modest on purpose: 3D steps on a CPU are slow; raise it on a GPU.
+DEFAULT_PATCH_3D = (32, 64, 64)
+
+
 def _default_augment() -> dict[str, Any]:
     return {"flip": True, "rot90": True, "intensity": True, "hed": False}
 
@@ -28,7 +33,7 @@ class TrainConfig:
     iterations : total optimizer steps (a resumed run continues up to this number).
     lr, weight_decay : AdamW settings; the learning rate follows a cosine schedule after a warm-up.
     batch_size : patches per step.
-    patch_size : (Y, X) in ``"2d"``, (Z, Y, X) in ``"3d"``.
+    patch_size : (Y, X) in ``"2d"``, (Z, Y, X) in ``"3d"``; None: (128, 128) or (32, 64, 64).
     device : ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     amp : mixed precision (used on CUDA only).
     val_fraction : share of annotated blocks held out for validation (0 = none).
@@ -55,7 +60,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 4
-    patch_size: tuple[int, ...] = (128, 128)
+    patch_size: tuple[int, ...] | None = None
     device: str = "auto"
     amp: bool = True
     val_fraction: float = 0.1
@@ -101,6 +106,8 @@ class TrainConfig:
             raise bad(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0.0 <= self.annotated_fraction <= 1.0:
             raise bad(f"annotated_fraction must be in [0, 1], got {self.annotated_fraction}")
+        if self.patch_size is None:
+            self.patch_size = DEFAULT_PATCH_2D if self.spatial == "2d" else DEFAULT_PATCH_3D
         try:
             self.patch_size = tuple(int(p) for p in self.patch_size)
         except (TypeError, ValueError):

@@ -8,13 +8,13 @@ checks its :class:`TrainerControl` (pause/resume/stop) and applies new annotatio
 """
 from __future__ import annotations
 
-import copy
+import hashlib
 import logging
 import math
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,32 @@ def _dir_or_none(path: str | None) -> Path | None:
     return None if path is None else Path(path)
 
 
+def _same_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b))
+
+
+def _same_items(new: Sequence[TrainingItem], old: Sequence[TrainingItem]) -> bool:
+    """True when two item lists hold the same images and annotations."""
+    return len(new) == len(old) and all(
+        _same_array(n.image, o.image) and _same_array(n.target, o.target)
+        and _same_array(n.instances, o.instances) and _same_array(n.tags, o.tags)
+        for n, o in zip(new, old)
+    )
+
+
+def _validation_signature(split: ValidationSplit) -> str:
+    """Digest of the held-out pixels and their labels (to tell whether validation losses still compare)."""
+    h = hashlib.sha1()
+    for w in split.windows:
+        _, target = split.window_arrays(w)
+        h.update(repr((w.item_index, w.start, w.size)).encode())
+        h.update(np.packbits(w.mask).tobytes())
+        h.update(np.ascontiguousarray(target).tobytes())
+    return h.hexdigest()
+
+
 class Trainer:
     """Train a method's networks on training items and report progress as ``Update`` messages.
 
@@ -174,6 +200,7 @@ class Trainer:
         self._preview_request: tuple[int, tuple[slice, ...] | None] = (0, None)
         self._preview_new = False
         self._outbox: list[Update] = []
+        self._split_message: str | None = None
 
     # -- public API ----------------------------------------------------------------------------------
     @property
@@ -325,17 +352,23 @@ class Trainer:
             require_target=self.method.needs_target,
         )
         self.items, self._split, self._sampler = items, split, sampler
-        if split.message:
-            self._log(split.message, "warning")
+        if split.message and split.message != self._split_message:
+            self._log(split.message, "warning")  # once, not at every refresh of the annotations
+        self._split_message = split.message
 
     def _log(self, message: str, level: str = "info") -> None:
         self._outbox.append(Update(UpdateKind.LOG, self.iteration, self.config.iterations,
                                    {"message": message, "level": level}))
 
     def _emit_result(self, layers: dict[str, Any]) -> None:
-        if layers:
-            self._outbox.append(Update(UpdateKind.RESULT, self.iteration, self.config.iterations,
-                                       {"method": self.method.name, "layers": layers}))
+        """Queue a RESULT update: ``layers`` is either the layers dict, or a full payload with any of
+        ``layers``, ``markers``, ``curves``, ``message`` (see docs/architecture.md)."""
+        if not layers:
+            return
+        payload_keys = {"layers", "markers", "curves", "message"}
+        payload = dict(layers) if payload_keys & set(layers) else {"layers": layers}
+        payload["method"] = self.method.name
+        self._outbox.append(Update(UpdateKind.RESULT, self.iteration, self.config.iterations, payload))
 
     def _drain(self) -> Iterator[Update]:
         while self._outbox:
@@ -387,8 +420,10 @@ class Trainer:
             emit_result=self._emit_result,
         )
         best_val = math.inf
+        last_val: float | None = None
         if self._resume_state is not None:
-            best_val = self._restore_state(self._resume_state, optimizer, scaler, augmenter)
+            # the best model is chosen within this run: its validation set may differ from the last run's
+            self._restore_state(self._resume_state, optimizer, scaler, augmenter)
         elif self._resume_config is not None:
             self.iteration = int(self._resume_config.get("iteration", 0))
             self._log("no training_state.pt in the model folder: resuming the weights with a fresh optimizer", "warning")
@@ -430,7 +465,8 @@ class Trainer:
                 while self.control.is_paused and not self.control.should_stop:
                     self.control.wait_while_paused(PAUSE_POLL_S)
                     if self._preview_new:  # the person looks elsewhere while paused: show it
-                        yield self._preview_update()
+                        upd = self._safe_preview()
+                        yield from [upd] if upd is not None else self._drain()
                         last_preview = time.perf_counter()
                 t_window += time.perf_counter() - t_pause  # paused time does not count as training time
                 if not self.control.should_stop:
@@ -438,10 +474,10 @@ class Trainer:
                 continue
             pending, self._pending_items = self._pending_items, None
             if pending is not None:
-                changed = self._apply_items(pending)
-                yield from self._drain()
-                if changed and self._split.enabled:
+                old_signature = _validation_signature(self._split)
+                if self._apply_items(pending) and _validation_signature(self._split) != old_signature:
                     best_val, bad_validations = math.inf, 0  # a new validation set: old losses do not compare
+                yield from self._drain()
 
             # -- one optimisation step
             lr = self._set_lr(optimizer, self.iteration)
@@ -498,10 +534,11 @@ class Trainer:
                                      "dice_mean": metrics["dice_mean"], "accuracy": metrics["accuracy"]})
                 yield Update(UpdateKind.VALIDATION, self.iteration, total, {**metrics, "best": improved,
                                                                              "best_val_loss": best_val})
+                last_val = metrics["val_loss"]
                 if improved and out_dir is not None:
-                    yield self._checkpoint(out_dir / "best", "best", optimizer, scaler, augmenter, best_val)
+                    yield self._checkpoint(out_dir / "best", "best", optimizer, scaler, augmenter, last_val, best_val)
                 if out_dir is not None and self.iteration < total:
-                    yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter, best_val)
+                    yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter, last_val, best_val)
                 t_window += time.perf_counter() - t_val  # validation time is not training throughput
                 if cfg.early_stopping and bad_validations >= cfg.early_stopping:
                     self._log(f"validation loss did not improve for {bad_validations} validations: stopping early")
@@ -510,24 +547,25 @@ class Trainer:
                     break
             elif (not self._split.enabled and out_dir is not None and self.iteration % cfg.val_every == 0
                   and self.iteration < total):
-                yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter, None)
+                yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter, None, best_val)
             now = time.perf_counter()
             due = (first_preview_due and progress_sent) or (
                 cfg.preview_every_s > 0 and now - last_preview >= preview_gap)
             if self._preview_new or due:
                 t_prev = time.perf_counter()
-                upd = self._preview_update()
+                upd = self._safe_preview()
                 first_preview_due = False
                 last_preview = time.perf_counter()
                 t_window += last_preview - t_prev
                 preview_gap = max(cfg.preview_every_s, (last_preview - t_prev) / PREVIEW_TIME_SHARE)
-                yield upd
+                if upd is not None:
+                    yield upd
+                yield from self._drain()
 
         # -- the end: last model, then the best one becomes the inference network
         last_dir = best_dir = None
         if out_dir is not None:
-            yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter,
-                                   best_val if math.isfinite(best_val) else None)
+            yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter, last_val, best_val)
             last_dir = best_dir = out_dir / "last"
             if best_state is not None and (out_dir / "best").is_dir():
                 best_dir = out_dir / "best"
@@ -575,9 +613,11 @@ class Trainer:
         return cfg.lr * factor
 
     def _apply_items(self, items: list[TrainingItem]) -> bool:
-        """Swap in new annotations; on unusable items log a warning and keep the old ones."""
+        """Swap in new annotations; False when they are unchanged or unusable (then with a warning)."""
         try:
             checked = check_items(items, self.num_classes, self.multilabel, self.config.spatial)
+            if _same_items(checked, self.items):  # the GUI sends at every refresh, changed or not
+                return False
             if checked[0].image.shape[0] != self.items[0].image.shape[0]:
                 raise TrainingDataError(
                     f"the new images have {checked[0].image.shape[0]} channels, the model was built for "
@@ -602,6 +642,16 @@ class Trainer:
             return item, default_region(item, self.multilabel)
         return item, normalise_region(region, item.image.shape[1:], f"preview of {item.name!r}")
 
+    def _safe_preview(self) -> Update | None:
+        """A PREVIEW update, or None with a LOG warning: a failed preview must not end training."""
+        try:
+            return self._preview_update()
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory on a large region
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self._log(f"preview failed: {describe_failure(exc)}", "warning")
+            return None
+
     def _preview_update(self) -> Update:
         self._preview_new = False
         index, region = self._preview_request
@@ -620,8 +670,9 @@ class Trainer:
         })
 
     # -- checkpoints ---------------------------------------------------------------------------------
-    def _checkpoint(self, folder: Path, which: str, optimizer: AdamW, scaler: Any,
-                    augmenter: Augmenter, val_loss: float | None) -> Update:
+    def _checkpoint(self, folder: Path, which: str, optimizer: AdamW, scaler: Any, augmenter: Augmenter,
+                    val_loss: float | None, best_val: float) -> Update:
+        """Write a model folder (weights, config.json, training_state.pt) for ``which`` = best/last."""
         from .checkpoint import save_model
 
         extra = {
@@ -642,7 +693,7 @@ class Trainer:
             "scaler": scaler.state_dict() if self.amp else {},
             "method": self.method.state_dict(),
             "models": others,
-            "best_val_loss": val_loss if val_loss is not None else math.inf,
+            "best_val_loss": float(best_val),
             "rng": {"sampler": self._sampler_rng.bit_generator.state,
                     "augment": augmenter.rng.bit_generator.state,
                     "torch": torch.get_rng_state()},
@@ -651,8 +702,8 @@ class Trainer:
                       {"path": str(folder), "which": which, "val_loss": val_loss})
 
     def _restore_state(self, state: dict[str, Any], optimizer: AdamW, scaler: Any,
-                       augmenter: Augmenter) -> float:
-        """Load a saved training state; returns the best validation loss it recorded."""
+                       augmenter: Augmenter) -> None:
+        """Load a saved training state (iteration, optimizer, method, other networks, random streams)."""
         self.iteration = int(state["iteration"])
         for name, sd in (state.get("models") or {}).items():
             if name in self.models:
@@ -679,5 +730,3 @@ class Trainer:
         except (ValueError, TypeError, RuntimeError):
             pass  # a different numpy/torch: continue with fresh random streams
         self._log(f"resumed from {self.config.resume_from} at iteration {self.iteration}")
-        best = state.get("best_val_loss", math.inf)
-        return float(best) if best is not None else math.inf

@@ -89,8 +89,9 @@ def stream_probabilities(
     ``normalisation``: per-channel ``(low, high)`` values mapped to 0 and 1 on each slab as it is read
     (None: the image is already normalised), and ``block_rows``: the most rows per yielded block.
     The blocks tile ``[0, image.shape[1])`` in order and equal the in-memory prediction up to float
-    rounding. Memory: one slab of the input (C x roi depth x plane), the accumulator (K x roi depth
-    x plane, float32), one batch of tiles through the model, and one block.
+    rounding. Memory: one slab of the input (C x roi depth x plane, raw dtype), the accumulator
+    ((K-1) x roi depth x plane, float32; K when multi-label), one batch of tiles through the model,
+    and one block.
     """
     if batch_size < 1 or block_rows < 1:
         raise InferenceError(f"batch_size and block_rows must be >= 1, got {batch_size} and {block_rows}")

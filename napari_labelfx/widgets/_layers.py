@@ -119,6 +119,73 @@ def apply_preview(viewer: Any, image_layer: Any, payload: dict) -> tuple[Any, An
     return pred, confl
 
 
+def apply_result(viewer: Any, image_layer: Any, payload: dict) -> list[Any]:
+    """Show a RESULT update's layers (pseudo-labels, weights, saliency, corrections, ...).
+
+    ``payload["layers"]`` maps a key to ``{"data", "type" ("labels"|"image"|"shapes"|"points"),
+    "region" (optional [[start, stop], ...] of the image), "kwargs" (napari add_* keyword arguments)}``.
+    Each becomes (or updates) the plugin-owned layer ``"<image> <key>"``.
+    """
+    out = []
+    shape = image_spatial_shape(image_layer)
+    nd = len(shape)
+    for key, spec in (payload.get("layers") or {}).items():
+        ltype = spec.get("type", "image")
+        name = f"{image_layer.name} {key}"
+        kwargs = dict(spec.get("kwargs") or {})
+        data = spec["data"]
+        meta = {RESULT_KEY: key}
+        if ltype in ("shapes", "points"):
+            if name in viewer.layers:
+                viewer.layers.remove(name)
+            add = getattr(viewer, f"add_{ltype}")
+            layer = add(data, name=name, scale=tuple(image_layer.scale)[-nd:],
+                        translate=tuple(image_layer.translate)[-nd:], metadata=meta, **kwargs)
+            out.append(layer)
+            continue
+        arr = np.asarray(data)
+        region = spec.get("region")
+        if region is None and tuple(arr.shape) == shape:
+            if name in viewer.layers and tuple(viewer.layers[name].data.shape) == shape:
+                layer = viewer.layers[name]
+                layer.data = arr
+                for k, v in kwargs.items():
+                    try:
+                        setattr(layer, k, v)
+                    except (AttributeError, ValueError, TypeError):
+                        pass
+            else:
+                if name in viewer.layers:
+                    viewer.layers.remove(name)
+                add = viewer.add_labels if ltype == "labels" else viewer.add_image
+                layer = add(arr, name=name, scale=tuple(image_layer.scale)[-nd:],
+                            translate=tuple(image_layer.translate)[-nd:], metadata=meta, **kwargs)
+        else:
+            dtype = arr.dtype if ltype == "labels" else np.float32
+            layer = _result_layer(viewer, name, "prediction" if ltype == "labels" else key, shape, dtype,
+                                  image_layer, **kwargs)
+            layer.metadata[RESULT_KEY] = key
+            sl = tuple(slice(a, b) for a, b in region) if region else tuple(slice(None) for _ in shape)
+            layer.data[sl] = arr.reshape(layer.data[sl].shape)
+            layer.refresh()
+        out.append(layer)
+    return out
+
+
+def accept_result_layer(viewer: Any, layer: Any, kind: str = "strong") -> Any:
+    """Copy a plugin result Labels layer into a new, editable annotation layer of ``kind``."""
+    from ..annotations.kinds import LabelKind
+
+    data = np.asarray(layer.data).copy()
+    name = f"accepted {layer.name}"
+    i = 2
+    while name in viewer.layers:
+        name = f"accepted {layer.name} ({i})"
+        i += 1
+    return viewer.add_labels(data, name=name, scale=layer.scale, translate=layer.translate,
+                             metadata={KIND_KEY: LabelKind(kind).value})
+
+
 def visible_region(viewer: Any, image_layer: Any, max_side: int = 1024) -> tuple[tuple[int, int], ...]:
     """The region of the image a person is looking at, as (start, stop) per spatial axis.
 

@@ -17,6 +17,7 @@ class LossPlot(FigureCanvasQTAgg):
         self.train: list[tuple[int, float]] = []
         self.val: list[tuple[int, float]] = []
         self.markers: list[tuple[int, str]] = []
+        self.curves: dict[str, tuple[list, list]] = {}
         self.setMinimumHeight(160)
         self._redraw()
 
@@ -24,6 +25,7 @@ class LossPlot(FigureCanvasQTAgg):
         self.train.clear()
         self.val.clear()
         self.markers.clear()
+        self.curves.clear()
         self._redraw()
 
     def add_train(self, it: int, loss: float) -> None:
@@ -41,6 +43,11 @@ class LossPlot(FigureCanvasQTAgg):
         self.markers.append((it, label))
         self._redraw()
 
+    def set_curve(self, name: str, x: list, y: list) -> None:
+        """An extra named series on a second axis (e.g. agreement with the initial labels and its fit)."""
+        self.curves[name] = (list(x), list(y))
+        self._redraw()
+
     def _redraw(self) -> None:
         ax = self.ax
         ax.clear()
@@ -53,6 +60,14 @@ class LossPlot(FigureCanvasQTAgg):
         for it, label in self.markers:
             ax.axvline(it, color="tab:red", ls="--", lw=1)
             ax.text(it, ax.get_ylim()[1], label, fontsize=7, color="tab:red", va="top")
+        if self.curves:
+            if not hasattr(self, "ax2") or self.ax2 not in self.figure.axes:
+                self.ax2 = ax.twinx()
+            self.ax2.clear()
+            for name, (x, y) in self.curves.items():
+                self.ax2.plot(x, y, "--", lw=1, label=name)
+            self.ax2.tick_params(labelsize=7)
+            self.ax2.legend(fontsize=6, loc="lower right")
         ax.set_xlabel("iteration", fontsize=8)
         ax.set_ylabel("loss", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -143,6 +143,19 @@ class TrainWidget(QWidget):
         for b in (self.predict_btn, self.save_btn, self.load_btn):
             row2.addWidget(b)
         lay.addLayout(row2)
+        row3 = QHBoxLayout()
+        self.accept_btn = QPushButton("Accept selected result")
+        self.accept_btn.setToolTip(
+            "Copy the selected prediction / pseudo-label layer into a new editable annotation layer "
+            "(kind strong). Undo removes that layer again."
+        )
+        self.undo_accept_btn = QPushButton("Undo accept")
+        self.accept_btn.clicked.connect(lambda: self.accept_result())
+        self.undo_accept_btn.clicked.connect(self.undo_accept)
+        row3.addWidget(self.accept_btn)
+        row3.addWidget(self.undo_accept_btn)
+        lay.addLayout(row3)
+        self._accepted: list[str] = []
         lay.addStretch(1)
         self._set_running(False)
 
@@ -373,6 +386,16 @@ class TrainWidget(QWidget):
             self.status.setText(f"Paused at iteration {upd.iteration}.")
         elif kind == UpdateKind.LOG:
             self.status.setText(str(d.get("message", "")))
+        elif kind == UpdateKind.RESULT:
+            image = self.image_layer
+            if image is not None:
+                _layers.apply_result(self.viewer, image, d)
+            for it, label in d.get("markers", []):
+                self.plot.add_marker(int(it), str(label))
+            for name, curve in d.get("curves", {}).items():
+                self.plot.set_curve(name, curve["x"], curve["y"])
+            if d.get("message"):
+                self.status.setText(str(d["message"]))
         elif kind == UpdateKind.FINISHED:
             if d.get("best_path"):
                 self.best_dir = Path(d["best_path"])
@@ -477,6 +500,27 @@ class TrainWidget(QWidget):
         self.status.setText("Predicting ...")
         worker.start()
         return worker
+
+    def accept_result(self, layer: Any = None, kind: str = "strong") -> Any:
+        """Copy a plugin result Labels layer into a new annotation layer the person can edit."""
+        from napari.utils.notifications import show_error
+
+        layer = layer or self.viewer.layers.selection.active
+        if layer is None or layer.__class__.__name__ != "Labels" or not layer.metadata.get(_layers.RESULT_KEY):
+            show_error("LabelFX: select a prediction or pseudo-label layer (a Labels layer made by LabelFX).")
+            return None
+        new = _layers.accept_result_layer(self.viewer, layer, kind)
+        self._accepted.append(new.name)
+        self._refresh_annotation_list()
+        return new
+
+    def undo_accept(self) -> None:
+        """Remove the most recently accepted layer (the person's own layers are never touched)."""
+        while self._accepted:
+            name = self._accepted.pop()
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+                break
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         if self.runner is not None:
