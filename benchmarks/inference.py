@@ -38,18 +38,20 @@ def _model(dims: int, preset: str, **overrides: int) -> torch.nn.Module:
     return build_model(cfg).eval()
 
 
-def _interleaved_times(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per function, runs interleaved so that load changes on a shared machine hit all."""
+def _interleaved_times(fns: dict, repeats: int, warmup: int = 1) -> tuple[dict[str, float], dict]:
+    """Median seconds per function (runs interleaved, so load changes on a shared machine hit all)
+    and the last output of each."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()  # warm-up (allocator, kernels)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
+    outputs: dict = {}
+    for _ in range(max(1, repeats)):
         for name, fn in fns.items():
             t0 = time.perf_counter()
-            fn()
+            outputs[name] = fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) for name, t in times.items()}
+    return {name: float(np.median(t)) for name, t in times.items()}, outputs
 
 
 def throughput(dims: int, shape: tuple[int, ...], roi: tuple[int, ...], args: argparse.Namespace) -> dict:
@@ -90,10 +92,10 @@ def throughput(dims: int, shape: tuple[int, ...], roi: tuple[int, ...], args: ar
                 return out[0].numpy()
 
             fns["monai"] = run_monai
-        t = _interleaved_times(fns, args.repeats, args.warmup)
+        t, outputs = _interleaved_times(fns, args.repeats, args.warmup)
         entry = {"ours_s": round(t["ours"], 3), "ours_voxels_per_s": round(n / t["ours"])}
         if "monai" in t:
-            ours, theirs = run_ours(), fns["monai"]()
+            ours, theirs = outputs["ours"], outputs["monai"]
             entry.update({
                 "monai_s": round(t["monai"], 3), "monai_voxels_per_s": round(n / t["monai"]),
                 "ratio_ours_over_monai": round(t["monai"] / t["ours"], 3),

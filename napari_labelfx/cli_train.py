@@ -117,10 +117,13 @@ def run_train(args: argparse.Namespace) -> int:
         cfg.resume_from = args.resume
     t0 = time.time()
     trainer = Trainer(cfg, items, class_names, multilabel=multilabel)
-    with tqdm(total=cfg.iterations, desc=f"labelfx train ({cfg.method})", unit="it") as bar:
-        result = trainer.run(progress=bar)
-    if result.stopped_reason.startswith("failed"):
-        raise ValueError(result.stopped_reason)
+    from .engine.trainer import TrainingFailed
+
+    try:
+        with tqdm(total=cfg.iterations, desc=f"labelfx train ({cfg.method})", unit="it") as bar:
+            result = trainer.run(progress=bar)
+    except TrainingFailed as exc:
+        raise ValueError(f"training failed: {exc.reason}") from None
     print(json.dumps({"best": str(result.best_dir), "last": str(result.last_dir),
                       "seconds": round(time.time() - t0, 1), "reason": result.stopped_reason}))
     return 0

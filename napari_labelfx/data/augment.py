@@ -29,11 +29,23 @@ _EXTRA_TRANSFORMS: dict[str, ImageTransform] = {}
 SPATIAL_KEYS = ("image", "target", "instances", "weight")
 
 
+#: Built-in switches whose transform lives in another module and is registered under the same name.
+_TRANSFORM_SWITCHES = frozenset({"hed"})
+
+
 def register_transform(name: str, transform: ImageTransform) -> None:
     """Make an image-only transform available as ``augment={name: True}`` (e.g. ``"hed"``)."""
-    if name in {f.name for f in fields(AugmentConfig)}:
+    if name in {f.name for f in fields(AugmentConfig)} and name not in _TRANSFORM_SWITCHES:
         raise AugmentationError(f"{name!r} is a built-in augmentation setting and cannot be re-registered")
     _EXTRA_TRANSFORMS[name] = transform
+
+
+def _register_builtin_transforms() -> None:
+    """Register the HED stain jitter behind the built-in ``hed`` switch (imported lazily: no cycle)."""
+    if "hed" not in _EXTRA_TRANSFORMS:
+        from .stain_augment import hed_transform
+
+        _EXTRA_TRANSFORMS["hed"] = hed_transform
 
 
 def available_transforms() -> list[str]:
@@ -81,6 +93,7 @@ class AugmentConfig:
             raise AugmentationError("augment offset and noise must be >= 0 and p in [0, 1]")
         wanted = [n for n, on in self.extra.items() if on]
         if self.hed:
+            _register_builtin_transforms()
             wanted.append("hed")
         missing = [n for n in wanted if n not in _EXTRA_TRANSFORMS]
         if missing:

@@ -9,6 +9,11 @@ from .registry import UnknownMethodError, available_methods, create_method, get_
 
 # built-in methods register themselves on import
 from . import scribble, supervised  # noqa: E402,F401  isort: skip
+from . import rpg, fixmatch  # noqa: E402,F401  isort: skip
+from . import adele, sissi  # noqa: E402,F401  isort: skip
+from . import dii_dcr  # noqa: E402,F401  isort: skip
+from . import chexseg, mlds  # noqa: E402,F401  isort: skip
+from . import stain_aglr  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Method",

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -32,6 +33,7 @@ from qtpy.QtCore import Qt
 from superqt import QCollapsible
 
 from . import _layers
+from ._params import MethodParamsForm
 from ._plot import LossPlot
 
 PRESET_DEFAULTS = {
@@ -110,9 +112,17 @@ class TrainWidget(QWidget):
         aform.addRow("2D / 3D", self.spatial_combo)
         aform.addRow("Device", self.device_combo)
         aform.addRow("Refresh every", self.refresh_spin)
+        self.stain_aug_check = QCheckBox("stain augmentation (HED jitter, for H&E)")
+        aform.addRow("", self.stain_aug_check)
         self.advanced = QCollapsible("Advanced settings")
         self.advanced.addWidget(adv)
         lay.addWidget(self.advanced)
+        self.method_params = MethodParamsForm()
+        self.method_settings = QCollapsible("Method settings")
+        self.method_settings.addWidget(self.method_params)
+        lay.addWidget(self.method_settings)
+        self.method_combo.currentTextChanged.connect(self.method_params.set_method)
+        self.method_params.set_method(self.method_combo.currentText())
         self._apply_preset(self.preset_combo.currentText())
 
         row = QHBoxLayout()
@@ -238,7 +248,10 @@ class TrainWidget(QWidget):
             device=self.device_combo.currentText(),
             preview_every_s=self.refresh_spin.value(),
             output_dir=str(self._output_dir()),
+            method_params=self.method_params.values(),
         )
+        if self.stain_aug_check.isChecked():
+            cfg.augment = {**cfg.augment, "hed": True}
         return cfg.to_dict()
 
     def _output_dir(self) -> Path:

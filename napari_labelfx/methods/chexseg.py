@@ -1,0 +1,253 @@
+"""``chexseg``: classifier saliency as pseudo-masks, mixed with the strong masks (Gadgil et al. 2021).
+
+1. The UNet gets an image-level head on its bottleneck (``ModelConfig.image_head``). Throughout
+   training it learns image-level BCE from whole tagged images (resized to the patch size) and from
+   the classes present in strong patches (which give the negatives that tags of always-present
+   classes lack), alongside CE + Dice on the strong patches.
+2. After ``classifier_fraction`` of the iterations, Grad-CAM maps of every tagged class are computed
+   on the tagged images (and on the strong images to choose the thresholds: per class, the one that
+   maximises IoU with the strong masks; Otsu per map when no strong mask shows the class), normalised
+   by their maxima, thresholded and hole-filled into pseudo-masks. They are published as RESULT
+   layers (saliency images and pseudo-mask labels) that the person can inspect and accept/repaint.
+3. From then on each sample of a batch stays the engine's strong patch with probability ``p``
+   (default 0.9), else it is replaced by a random crop of a pseudo-masked image.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE
+from ..data.crop import crop_pad
+from ..tools.gradcam import best_thresholds, normalise_maps, otsu_threshold, pseudo_mask, unet_grad_cam
+from . import losses
+from ._deep_supervision import TaggedImageSampler, patch_tags
+from .base import Method, MethodContext, MethodError
+from .registry import register_method
+
+
+@register_method
+class CheXseg(Method):
+    """Strong masks + Grad-CAM pseudo-masks of image-level tagged images, sampled with probability p."""
+
+    name = "chexseg"
+    description = "image-level tags: classifier Grad-CAM pseudo-masks mixed with strong masks (p = strong share)"
+    defaults: dict[str, Any] = {
+        "p": 0.9,  # probability that a sample is a strong one (1 = strong only, 0 = pseudo only)
+        "classifier_fraction": 0.3,  # [A] share of training before the pseudo-masks are made
+        "lambda_cls": 1.0,  # [A] weight of the image-level BCE
+        "tag_batch": 2,  # whole tagged images per step for the classifier
+        "dice_weight": 1.0,
+        "threshold": "auto",  # "auto" (best IoU on strong masks, else Otsu), "otsu", or a number in (0, 1)
+        "fill_holes": True,
+        "cam_scale": 1.0,  # Grad-CAM input: the whole image resized to cam_scale x the patch size
+        "max_result_images": 4,  # saliency/pseudo-mask layers sent for at most this many images
+    }
+    needs_target = True  # the engine samples strong patches; tagged images are drawn here
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(params)
+        p = float(self.params["p"])
+        if not 0.0 <= p <= 1.0:
+            raise MethodError(f"method 'chexseg': p must be in [0, 1], got {p}")
+        if not 0.0 <= float(self.params["classifier_fraction"]) < 1.0:
+            raise MethodError(f"method 'chexseg': classifier_fraction must be in [0, 1), got {self.params['classifier_fraction']}")
+        thr = self.params["threshold"]
+        if thr not in ("auto", "otsu"):
+            try:
+                ok = 0.0 < float(thr) < 1.0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise MethodError(f"method 'chexseg': threshold must be 'auto', 'otsu' or a number in (0, 1), got {thr!r}")
+        self._tags = TaggedImageSampler(0)
+        self._rng = np.random.default_rng(0)
+        self._pseudo: list[tuple[np.ndarray, np.ndarray]] = []
+        self._results: dict[str, Any] = {}
+        self._made = False
+        self.thresholds: list[float] = []
+        self.threshold_iou: list[float] = []
+
+    def build_models(self, model_config: Any) -> dict[str, nn.Module]:
+        from ..models import build_model
+
+        if not hasattr(model_config, "image_head"):
+            raise MethodError("method 'chexseg' needs a model configuration with an image head option (unet)")
+        return {"net": build_model(dataclasses.replace(model_config, image_head=True))}
+
+    def on_start(self, ctx: MethodContext) -> None:
+        seed = int(torch.initial_seed() % (2**32))
+        self._tags = TaggedImageSampler(seed)
+        self._rng = np.random.default_rng([seed, 7])
+        if not self._tags.tagged_indices(ctx.items):
+            ctx.log("chexseg: no image has image-level tags: training on the strong masks only", "warning")
+
+    # -- pseudo-masks --------------------------------------------------------------------------------
+    def _cam_size(self, patch: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(max(8, int(round(s * float(self.params["cam_scale"])))) for s in patch)
+
+    def _class_list(self, ctx: MethodContext) -> list[int]:
+        return list(range(ctx.num_classes)) if ctx.multilabel else list(range(1, ctx.num_classes))
+
+    def make_pseudo_masks(self, ctx: MethodContext, patch: tuple[int, ...]) -> None:
+        """Grad-CAM maps, thresholds and pseudo-masks for the tagged images (see the module docstring)."""
+        model = ctx.models["net"]
+        classes = self._class_list(ctx)
+        size = self._cam_size(patch)
+        strong_maps, strong_truths, strong_known = [], [], []
+        for item in ctx.items:
+            if item.target is None or item.image.ndim - 1 != len(patch):
+                continue
+            maps, _ = unet_grad_cam(model, item.image, classes, size, ctx.device)
+            strong_maps.append(normalise_maps(maps))
+            if ctx.multilabel:
+                strong_truths.append(item.target == 1)
+                strong_known.append(np.all(item.target != MULTILABEL_IGNORE, axis=0))
+            else:
+                strong_truths.append(np.stack([item.target == c for c in classes]))
+                strong_known.append(item.target != IGNORE_INDEX)
+        thr_param = self.params["threshold"]
+        chosen = np.full(len(classes), np.nan)
+        iou = np.full(len(classes), np.nan)
+        if thr_param == "auto" and strong_maps:
+            chosen, iou = best_thresholds(strong_maps, strong_truths, strong_known,
+                                          fill_holes=bool(self.params["fill_holes"]))
+        elif thr_param not in ("auto", "otsu"):
+            chosen[:] = float(thr_param)
+        self.thresholds = [float(t) for t in chosen]
+        self.threshold_iou = [float(v) for v in iou]
+        pseudo: list[tuple[np.ndarray, np.ndarray]] = []
+        results: dict[str, Any] = {}
+        n_shown = 0
+        for index, item in enumerate(ctx.items):
+            if item.tags is None or item.target is not None or item.image.ndim - 1 != len(patch):
+                continue
+            maps, probs = unet_grad_cam(model, item.image, classes, size, ctx.device)
+            maps = normalise_maps(maps)
+            thr = np.array([t if np.isfinite(t) else otsu_threshold(m) for t, m in zip(chosen, maps)])
+            present = [bool(item.tags[c] > 0) for c in classes]
+            target = pseudo_mask(maps, thr, present, ctx.multilabel, bool(self.params["fill_holes"]))
+            pseudo.append((item.image, target))
+            if n_shown < int(self.params["max_result_images"]):
+                results.update(self._layers(index, item.name, maps, target, ctx))
+                n_shown += 1
+        self._pseudo = pseudo
+        self._results = results
+        self._made = True
+        described = ", ".join(
+            f"{ctx.class_names[c]}: {t:.2f}" + (f" (IoU {v:.2f})" if np.isfinite(v) else " (Otsu)")
+            for c, t, v in zip(classes, chosen, iou)
+        )
+        ctx.log(f"chexseg: {len(pseudo)} pseudo-masks from Grad-CAM; thresholds {described}")
+
+    def _layers(self, index: int, name: str, maps: np.ndarray, target: np.ndarray, ctx: MethodContext) -> dict[str, Any]:
+        # image 0 keeps short keys (the Train panel names layers "<image> <key>"); others add the name
+        suffix = "" if index == 0 else f" {name}"
+        out: dict[str, Any] = {}
+        classes = self._class_list(ctx)
+        for m, c in zip(maps, classes):
+            out[f"saliency {ctx.class_names[c]}{suffix}"] = {
+                "data": m, "type": "image", "image_index": index, "region": None,
+                "kwargs": {"colormap": "inferno", "opacity": 0.5, "blending": "additive", "visible": False},
+            }
+        if ctx.multilabel:
+            for ch, c in zip(target, classes):
+                out[f"pseudo-mask {ctx.class_names[c]}{suffix}"] = {
+                    "data": ch.astype(np.int32), "type": "labels", "image_index": index, "region": None,
+                    "kwargs": {"opacity": 0.5},
+                }
+        else:
+            out[f"pseudo-mask{suffix}"] = {
+                "data": target.astype(np.int32), "type": "labels", "image_index": index, "region": None,
+                "kwargs": {"opacity": 0.5},
+            }
+        return out
+
+    def _pseudo_crop(self, patch: tuple[int, ...], multilabel: bool) -> tuple[np.ndarray, np.ndarray]:
+        image, target = self._pseudo[int(self._rng.integers(len(self._pseudo)))]
+        spatial = image.shape[1:]
+        start = tuple(int(self._rng.integers(0, max(1, d - s + 1))) for d, s in zip(spatial, patch))
+        img = crop_pad(image, start, patch, 0.0)
+        fill = MULTILABEL_IGNORE if multilabel else IGNORE_INDEX
+        tgt = crop_pad(target, start, patch, fill)
+        # flips as a light augmentation (the engine augmented only its own patches)
+        for axis in range(len(patch)):
+            if self._rng.random() < 0.5:
+                img = np.flip(img, axis + 1)
+                tgt = np.flip(tgt, axis + (1 if multilabel else 0))
+        return np.ascontiguousarray(img), np.ascontiguousarray(tgt)
+
+    # -- training ------------------------------------------------------------------------------------
+    def forward(self, models: Mapping[str, nn.Module], batch: dict[str, torch.Tensor], ctx: MethodContext) -> dict[str, Any]:
+        x, target = batch["image"], batch["target"]
+        patch = tuple(int(s) for s in x.shape[2:])
+        self._patch = patch
+        swapped = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        if self._pseudo:
+            swap = self._rng.random(x.shape[0]) >= float(self.params["p"])
+            if swap.any():
+                x, target = x.clone(), target.clone()
+                for i in np.flatnonzero(swap):
+                    img, tgt = self._pseudo_crop(patch, ctx.multilabel)
+                    x[i] = torch.from_numpy(img).to(x.device, x.dtype)
+                    target[i] = torch.from_numpy(tgt).to(target.device, target.dtype)
+                swapped = torch.from_numpy(swap).to(x.device)
+        extra = None
+        if float(self.params["lambda_cls"]) > 0:
+            extra = self._tags.sample(ctx.items, int(self.params["tag_batch"]), patch, x.device)
+        n = x.shape[0]
+        inp = x if extra is None else torch.cat([x, extra[0].to(x.dtype)])
+        out = models["net"](inp)
+        return {"net": out, "n": n, "target": target, "tagged": extra, "swapped": swapped}
+
+    def loss(
+        self, batch: dict[str, torch.Tensor], outputs: dict[str, Any], ctx: MethodContext
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        out, n, target = outputs["net"], outputs["n"], outputs["target"]
+        logits = out.logits[:n]
+        if ctx.multilabel:
+            seg = losses.bce_with_ignore(logits, target)
+            dice = losses.soft_dice_loss_multilabel(logits, target)
+        else:
+            seg = losses.cross_entropy(logits, target)
+            dice = losses.soft_dice_loss(logits, target)
+        total = seg + float(self.params["dice_weight"]) * dice
+        terms: dict[str, torch.Tensor | float] = {"ce": seg.detach(), "dice": dice.detach(),
+                                                   "pseudo_share": outputs["swapped"].float().mean()}
+        lam = float(self.params["lambda_cls"])
+        if lam > 0 and out.image_logits is not None:
+            # classifier: strong patches (classes present in the patch) + whole tagged images
+            tags, weight = patch_tags(target, ctx.num_classes, ctx.multilabel)
+            weight = weight * (~outputs["swapped"]).float()[:, None]  # pseudo-masks are no evidence
+            img_logits = out.image_logits.float()
+            bce = F.binary_cross_entropy_with_logits(img_logits[:n], tags, reduction="none") * weight
+            num, den = bce.sum(), weight.sum()
+            tagged = outputs.get("tagged")
+            if tagged is not None:
+                bce_t = F.binary_cross_entropy_with_logits(img_logits[n:], tagged[1], reduction="none") * tagged[2]
+                num, den = num + bce_t.sum(), den + tagged[2].sum()
+            cls = num / den.clamp_min(1.0)
+            total = total + lam * cls
+            terms["cls"] = cls.detach()
+        return total, terms
+
+    def on_iteration(self, ctx: MethodContext) -> None:
+        switch = int(round(float(self.params["classifier_fraction"]) * ctx.total_iterations))
+        if self._made or ctx.iteration < max(1, switch) or not self._tags.tagged_indices(ctx.items):
+            return
+        self.make_pseudo_masks(ctx, getattr(self, "_patch", (128, 128)))
+        if ctx.emit_result is not None and self._results:
+            ctx.emit_result({"layers": self._results, "markers": [[ctx.iteration, "pseudo-masks"]],
+                             "message": f"chexseg: {len(self._pseudo)} Grad-CAM pseudo-masks ready"})
+
+    def result_layers(self) -> dict[str, Any]:
+        return {}  # sent once, when made (see on_iteration): large arrays are not re-sent every epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"thresholds": list(self.thresholds)}
