@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from napari_labelfx.inference import predict_to_zarr, sliding_window_predict  # noqa: E402
+from napari_labelfx.inference import sliding_window_predict  # noqa: E402
 from napari_labelfx.models import build_model, config_from_preset  # noqa: E402
 
 

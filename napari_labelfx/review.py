@@ -54,6 +54,7 @@ class Change:
     label: int
     bbox: list[list[int]]
     status: str = "pending"
+    before: np.ndarray | None = field(default=None, repr=False)  # training values before the accept
 
     @property
     def centre(self) -> tuple[float, ...]:
@@ -262,7 +263,8 @@ class ReviewSession:
         if ch.status == "accepted":
             return 0
         flat = self.training.reshape(-1)
-        self._undo.append(_Undo(index, ch.pixels, flat[ch.pixels].copy(), ch.status))
+        ch.before = flat[ch.pixels].copy()
+        self._undo.append(_Undo(index, ch.pixels, ch.before, ch.status))
         flat[ch.pixels] = self._values_for(ch)
         ch.status = "accepted"
         return ch.size
@@ -276,7 +278,7 @@ class ReviewSession:
         if ch.status == "accepted":  # rejecting an accepted change puts the old pixels back
             flat = self.training.reshape(-1)
             old = flat[ch.pixels].copy()
-            flat[ch.pixels] = np.asarray(self.initial).reshape(-1)[ch.pixels]
+            flat[ch.pixels] = ch.before
         self._undo.append(_Undo(index, ch.pixels, old, ch.status))
         ch.status = "rejected"
 

@@ -1,8 +1,6 @@
 """Sliding-window inference: tiling, blending, TTA, edge padding, Predictor."""
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
@@ -10,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_labelfx.engine.checkpoint import save_model
+from napari_labelfx.engine.device import select_device
 from napari_labelfx.inference import (
     InferenceError,
     Prediction,
@@ -245,15 +244,17 @@ def test_progress_and_errors():
         sliding_window_predict(model, image, (16, 16), num_classes=5)
     with pytest.raises(InferenceError, match="roi_size"):
         sliding_window_predict(model, image, (16, 16, 16))
+    with pytest.raises(ValueError, match="unknown device|not available"):
+        sliding_window_predict(model, image, (16, 16), device="tpu")
 
 
 # -- Predictor -------------------------------------------------------------------------------------
 def test_predictor_from_folder_normalises_raw_input(tmp_path):
     model = _unet(2, num_classes=2)
     save_model(tmp_path, model, {"normalisation": {"low": 1.0, "high": 99.8}, "classes": ["background", "cell"],
-                                 "train": {"patch_size": [32, 32]}})
-    pred = Predictor.from_folder(tmp_path, device="cpu")
-    assert pred.class_names == ["background", "cell"] and pred.device.type == "cpu"
+                                 "train_config": {"patch_size": [32, 32]}})
+    pred = Predictor.from_folder(tmp_path)  # device="auto": CPU on the test machine
+    assert pred.class_names == ["background", "cell"] and pred.device == select_device("auto")
     raw = (np.random.default_rng(8).random((40, 36)) * 4000 + 100).astype(np.uint16)
     out = pred(raw)  # (Y, X) accepted for a one-channel model
     assert isinstance(out, Prediction)
@@ -273,7 +274,7 @@ def test_predictor_roi_choice():
     model = _unet(3)
     assert Predictor(model).roi_for((100, 500, 500)) == (32, 128, 128)
     assert Predictor(model).roi_for((10, 50, 500)) == (10, 50, 128)
-    trained_big = Predictor(model, {"model": {}, "train": {"patch_size": [48, 64, 256]}})
+    trained_big = Predictor(model, {"model": {}, "train_config": {"patch_size": [48, 64, 256]}})
     assert trained_big.roi_for((100, 500, 500)) == (48, 128, 256)
     assert Predictor(model, roi_size=40).roi_for((100, 500, 500)) == (40, 40, 40)
     stored = Predictor(model, {"model": {}, "inference": {"roi_size": [8, 16, 16]}})

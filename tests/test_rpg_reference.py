@@ -71,7 +71,8 @@ def test_chunked_equals_unchunked():
     a = R.nearest_reference(q, r, member, 20, chunk_elements=1)  # one query per chunk
     b = R.nearest_reference(q, r, member, 20, chunk_elements=10**9)  # one chunk
     assert torch.equal(a.nearest, b.nearest)
-    assert torch.equal(a.weight, b.weight)
+    # the matrix product may round differently for one row than for a block: equal up to float noise
+    torch.testing.assert_close(a.weight, b.weight, atol=1e-5, rtol=0)
 
 
 def test_all_distances_one_gives_zero_weight():

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from napari_labelfx.engine.device import select_device
 from napari_labelfx.io.atomic import atomic_path
 from napari_labelfx.io.errors import LabelfxIOError
 from napari_labelfx.models import ModelConfig, build_model
@@ -144,23 +145,13 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(path, f"cannot read safetensors weights: {exc}") from exc
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        from napari_labelfx.engine.device import select_device  # engine module; imported lazily
-
-        return select_device("auto")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"invalid device {device!r}: {exc}") from exc
-
-
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a model folder (or a weights file with config.json beside it).
 
     Returns
     -------
-    (model, config) : the network in eval mode on ``device``, and the whole config.json dict.
+    (model, config) : the network in eval mode on ``device`` (``"auto"`` or a name, see
+        ``engine.device.select_device``), and the whole config.json dict.
     """
     path = Path(path)
     weights_path, _ = _locate(path)
@@ -187,4 +178,4 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
             f"tensor {k!r} has shape {tuple(state[k].shape)}, the architecture needs {tuple(expected[k].shape)}",
         )
     model.load_state_dict(state, strict=True)
-    return model.to(_resolve_device(device)).eval(), config
+    return model.to(select_device(device)).eval(), config

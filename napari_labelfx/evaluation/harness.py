@@ -28,9 +28,9 @@ from .derive import DeriveParams, class_map, derive_item, iter_objects, parse_ki
 from .split import make_split
 
 #: Iterations when none are given. Measured on 2 shared CPU cores (small preset, batch 4, 128x128
-#: patches): see docs/evaluation.md; a 20-image 512x512 set, training plus prediction, stays well
-#: inside 10 minutes.
-DEFAULT_ITERATIONS = 500
+#: patches, one torch thread): a 20-image 512x512 set, training plus prediction, took 4 minutes
+#: (2.6 CPU-minutes), leaving room for a machine twice as loaded (see docs/evaluation.md).
+DEFAULT_ITERATIONS = 300
 #: Default patch size per spatial dimensionality when ``patch`` is not given.
 DEFAULT_PATCH = {2: (128, 128), 3: (16, 64, 64)}
 

@@ -18,18 +18,15 @@ MAX_DEVICE_ACCUMULATOR_BYTES = 2 * 2**30
 
 
 def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    """``None`` -> the model's device; ``"auto"`` -> CUDA, MPS or CPU; else ``torch.device(device)``."""
+    """``None`` -> the model's device; otherwise ``engine.device.select_device`` (``"auto"``: CUDA,
+    then MPS, then CPU; an unavailable explicit choice raises its ``DeviceError``, a ValueError)."""
     if device is None:
         param = next(itertools.chain(model.parameters(), model.buffers()), None)
         return param.device if param is not None else torch.device("cpu")
-    if isinstance(device, str) and device == "auto":
-        from napari_labelfx.engine.device import select_device  # imported lazily: engine is optional here
+    # imported here: the engine package imports the trainer, which uses this package
+    from napari_labelfx.engine.device import select_device
 
-        return select_device("auto")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InferenceError(f"invalid device {device!r}: {exc}") from exc
+    return select_device(device)
 
 
 @contextlib.contextmanager
@@ -228,9 +225,14 @@ def report_progress(progress: Any, n: int, done: int, total: int) -> None:
 
 def normalise_roi(roi_size: int | Sequence[int], spatial_dims: int) -> tuple[int, ...]:
     """ROI as a tuple of positive ints with one entry per spatial axis."""
-    roi = (int(roi_size),) * spatial_dims if isinstance(roi_size, (int, np.integer)) else tuple(int(r) for r in roi_size)
+    if isinstance(roi_size, (int, np.integer)):
+        roi = (int(roi_size),) * spatial_dims
+    else:
+        roi = tuple(int(r) for r in roi_size)
     if len(roi) != spatial_dims or any(r < 1 for r in roi):
-        raise InferenceError(f"roi_size {roi_size!r} does not fit a {spatial_dims}D image (need {spatial_dims} positive sizes)")
+        raise InferenceError(
+            f"roi_size {roi_size!r} does not fit a {spatial_dims}D image (need {spatial_dims} positive sizes)"
+        )
     return roi
 
 

@@ -59,7 +59,7 @@ class Predictor:
     config : the model folder's config.json (``{"model": ..., "normalisation": ..., ...}``); optional.
     device : ``"auto"``, a device name, or None to keep the model where it is.
     roi_size : window size; None = ``config["inference"]["roi_size"]``, else the training patch size
-        (``config["train"]["patch_size"]``) but at least ``DEFAULT_ROI``, capped at the image size.
+        (``config["train_config"]["patch_size"]``) but at least ``DEFAULT_ROI``; capped at the image size.
     overlap, batch_size, blend, tta, amp : see :func:`sliding_window_predict`.
     threshold : probability threshold of multi-label outputs.
     channels_last : store the model's weights channels-last (NHWC / NDHWC). Same results up to float
@@ -101,11 +101,14 @@ class Predictor:
         self.tta = tta
         self.amp = amp
         self.threshold = threshold
-        norm = self.config.get("normalisation") or DEFAULT_NORMALISATION
+        norm = self.config.get("normalisation")
+        norm = norm if isinstance(norm, dict) else DEFAULT_NORMALISATION
         self.percentiles = (float(norm.get("low", 1.0)), float(norm.get("high", 99.8)))
 
     @classmethod
-    def from_folder(cls, model_dir: str | os.PathLike, device: str | torch.device = "auto", **kwargs: Any) -> "Predictor":
+    def from_folder(
+        cls, model_dir: str | os.PathLike, device: str | torch.device = "auto", **kwargs: Any
+    ) -> "Predictor":
         """Load a model folder (see :func:`~napari_labelfx.engine.checkpoint.load_model`)."""
         model, config = load_model(model_dir, device="cpu")
         return cls(model, config, device=device, **kwargs)
@@ -143,7 +146,9 @@ class Predictor:
                 )
         missing = [a for a in spatial if a not in axes]
         if missing:
-            raise InferenceError(f"a {self.spatial_dims}D model needs axes {spatial}; {axes!r} lacks {''.join(missing)}")
+            raise InferenceError(
+                f"a {self.spatial_dims}D model needs axes {spatial}; {axes!r} lacks {''.join(missing)}"
+            )
         # drop singleton axes the model does not use, then move channels first
         index = tuple(slice(None) if (a in spatial or a in channel) else 0 for a in axes)
         arr = arr[index]
@@ -182,7 +187,9 @@ class Predictor:
             if isinstance(stored, (list, tuple)) and len(stored) == dims:
                 roi = stored
         if roi is None:
-            patch = (self.config.get("train") or {}).get("patch_size")
+            # the engine stores its TrainConfig under "train_config"
+            train = self.config.get("train_config") or self.config.get("train") or {}
+            patch = train.get("patch_size") if isinstance(train, dict) else None
             base = DEFAULT_ROI[dims]
             roi = tuple(max(int(p), b) for p, b in zip(patch, base)) if (
                 isinstance(patch, (list, tuple)) and len(patch) == dims) else base

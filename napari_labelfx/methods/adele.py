@@ -122,10 +122,13 @@ class Adele(Supervised):
         epoch = self.epochs_seen
         k = ctx.num_classes
         inter, union = np.zeros(k), np.zeros(k)
+        self._plain: dict[int, np.ndarray] = {}
         for idx, (it, init) in enumerate(zip(ctx.items, self.initial)):
             if init is None:
                 continue
-            pred = ctx.predict(self._source_image(idx, it)).argmax(axis=0)
+            probs = ctx.predict(self._source_image(idx, it))
+            self._plain[idx] = probs  # the identity TTA view of this epoch's correction: predicted once
+            pred = probs.argmax(axis=0)
             i, u = _class_iou(pred, init, k)
             inter += i
             union += u
@@ -133,6 +136,7 @@ class Adele(Supervised):
         self._update_starts(epoch, ctx)
         if self.start_epoch:
             self._correct(ctx)
+        self._plain = {}  # predictions of this epoch's weights: stale from now on
         if emit and ctx.emit_result is not None:
             ctx.emit_result(self.result_layers())
 
@@ -165,7 +169,15 @@ class Adele(Supervised):
             if init is None or cur is None:
                 new_items.append(it)
                 continue
-            views = predict_views(ctx.predict, self._source_image(idx, it), self._views(it.image.ndim - 1))
+            plain = getattr(self, "_plain", {}).get(idx)
+
+            def predict(image: np.ndarray, _plain: np.ndarray | None = plain,
+                        _src: np.ndarray = self._source_image(idx, it)) -> np.ndarray:
+                if _plain is not None and image.shape == _src.shape and np.array_equal(image, _src):
+                    return _plain  # the identity view was predicted for the agreement score
+                return ctx.predict(image)
+
+            views = predict_views(predict, self._source_image(idx, it), self._views(it.image.ndim - 1))
             mean, conf = fuse_probabilities(views)
             win = mean.argmax(axis=0)
             present = np.unique(init[init != IGNORE_INDEX])

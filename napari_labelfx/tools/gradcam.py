@@ -21,6 +21,7 @@ __all__ = [
     "normalise_maps",
     "otsu_threshold",
     "pseudo_mask",
+    "saliency_from_model",
     "unet_grad_cam",
 ]
 
@@ -222,3 +223,49 @@ def pseudo_mask(
     covered = masks.any(axis=0)
     out[covered] = best[covered] + 1
     return out
+
+
+def saliency_from_model(
+    folder: str,
+    image: np.ndarray,
+    threshold: float | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Grad-CAM saliency maps and a pseudo-mask of a raw 2D image, from a trained model folder.
+
+    Parameters
+    ----------
+    folder : model folder of a network with an image head (e.g. trained with method ``chexseg``).
+    image : raw image (C, Y, X), normalised here as the model's ``config.json`` says.
+    threshold : fraction of each map's maximum; None: Otsu's threshold per map.
+    device : where to run.
+
+    Returns
+    -------
+    dict with ``maps`` (n, Y, X) normalised saliency, ``class_names`` (n names: the foreground
+    classes, or every class when multi-label), ``mask`` (int64 (Y, X) class indices, or uint8
+    (n, Y, X) when multi-label), ``probs`` (image-level probabilities of those classes),
+    ``thresholds`` and ``multilabel``.
+    """
+    from ..data.normalize import percentile_normalise
+    from ..engine.checkpoint import load_model
+
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise GradCamError(f"saliency needs a 2D image (C, Y, X), got shape {image.shape}")
+    model, config = load_model(folder, device=device)
+    if getattr(model, "image_head", None) is None:
+        raise GradCamError(f"{folder}: the model has no image-level head; train it with method 'chexseg'")
+    multilabel = bool(config.get("multilabel", False))
+    names = list(config.get("class_names") or [f"class {i}" for i in range(model.config.num_classes)])
+    classes = list(range(len(names))) if multilabel else list(range(1, len(names)))
+    norm = config.get("normalisation") or {"low": 1.0, "high": 99.8}
+    x = percentile_normalise(image.astype(np.float32), float(norm["low"]), float(norm["high"]))
+    patch = (config.get("train_config") or {}).get("patch_size")
+    input_size = tuple(int(s) for s in patch) if patch and len(patch) == 2 else None
+    maps, probs = unet_grad_cam(model, x, classes, input_size, device)
+    maps = normalise_maps(maps)
+    thresholds = [float(threshold) if threshold is not None else otsu_threshold(m) for m in maps]
+    mask = pseudo_mask(maps, thresholds, multilabel=multilabel)
+    return {"maps": maps, "class_names": [names[c] for c in classes], "mask": mask,
+            "probs": probs[classes], "thresholds": thresholds, "multilabel": multilabel}
