@@ -87,6 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(p)
     p.set_defaults(func=_cmd_eval)
 
+    from .cli_domain import (
+        add_debias_arguments,
+        add_skin_tone_arguments,
+        add_stain_normalize_arguments,
+        run_debias,
+        run_skin_tone,
+        run_stain_normalize,
+    )
+
+    p = sub.add_parser("skin-tone", help="estimate ITA and Fitzpatrick type for every image of a folder (CSV + histogram)")
+    add_skin_tone_arguments(p)
+    p.set_defaults(func=run_skin_tone)
+
+    p = sub.add_parser("stain-normalize", help="normalize an H&E image's stains (Macenko, Reinhard, Vahadane)")
+    add_stain_normalize_arguments(p)
+    p.set_defaults(func=run_stain_normalize)
+
+    p = sub.add_parser("debias", help="train an image-level classifier with a skin-type debiasing head (LNTL, TABE, CLGR)")
+    add_debias_arguments(p)
+    p.set_defaults(func=run_debias)
+
     p = sub.add_parser("demo", help="open napari with a sample, scribbles and the Train panel, and train live")
     p.add_argument("--headless", action="store_true", help="train without a screen; write prediction, overlay PNG and metrics")
     p.add_argument("--out", default="out/demo-headless", help="output folder for --headless (default: %(default)s)")

@@ -91,12 +91,16 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.dataset:
         from .evaluation.dataset import load_dataset
-        from .evaluation.derive import strong_items
+        from .evaluation.derive import derive_item
 
         ds = load_dataset(args.dataset)
-        items = strong_items(ds, list(range(len(ds))))
-        class_names = ds.class_names
-        multilabel = ds.task == "multilabel"
+        class_names = ["background", *ds.classes] if ds.multilabel else list(ds.class_names)
+        items = []
+        for stem in ds.stems:
+            smp = ds.load(stem)
+            items.append(derive_item(smp.image, smp.mask, ds.task, "strong", seed=args.seed, name=stem,
+                                     raw=smp.raw, num_classes=None if ds.multilabel else len(class_names)))
+        multilabel = ds.multilabel
     else:
         if not args.images or not args.labels:
             raise ValueError("give --images and --labels, or --dataset")

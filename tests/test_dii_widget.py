@@ -20,18 +20,22 @@ def test_train_widget_trains_dii_dcr_and_shows_weak_weights(make_napari_viewer, 
     viewer.add_labels(weak.copy(), name="weak", metadata={"labelfx_kind": "weak"})
     w = TrainWidget(viewer, runner_mode="thread")
     viewer.window.add_dock_widget(w)
-    w.iters_spin.setValue(4)
+    w.iters_spin.setValue(2)
     w.patch_spin.setValue(64)
     w.batch_spin.setValue(2)
     w.device_combo.setCurrentText("cpu")
+    w.refresh_spin.setValue(0.5)
     w.method_combo.setCurrentText("dii-dcr")
     assert w.method_combo.currentText() == "dii-dcr"
     seen = []
     orig = w.apply_update
     w.apply_update = lambda u: (seen.append(u.kind), orig(u))[1]
     w.start()
-    qtbot.waitUntil(lambda: w.runner is not None and not w.runner.running and UpdateKind.FINISHED in seen,
-                    timeout=120_000)
+    try:
+        qtbot.waitUntil(lambda: w.runner is not None and not w.runner.running and UpdateKind.FINISHED in seen,
+                        timeout=180_000)
+    except Exception:
+        raise AssertionError(f"status {w.status.text()!r}, updates {seen}")
     assert UpdateKind.FAILED not in seen, w.status.text()
     assert UpdateKind.RESULT in seen
     weights = viewer.layers["img weak weights"]

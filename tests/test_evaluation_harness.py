@@ -33,6 +33,7 @@ def test_instance_set_trains_predicts_and_scores(tmp_path):
     for key in ("AP50", "AP75", "AP", "AR"):
         assert 0.0 <= m[key] <= 1.0 and m[key] == m["instances"][key]
     assert m["max_dets"] == 1000
+    assert m["instances_box"]["iou_type"] == "box" and 0.0 <= m["instances_box"]["AP50"] <= 1.0
     ds = load_dataset(root)
     n_true = sum(len(np.unique(ds.load(s).mask)) - 1 for s in split["test"])
     assert m["instances"]["n_true"] == n_true

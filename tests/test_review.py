@@ -77,3 +77,15 @@ def test_semantic_labels_and_accept_all():
     assert protected_mask({}, (10, 10)) is None
     with pytest.raises(ReviewError, match="outside"):
         protected_mask({REVIEW_KEY: {"rejected": [{"pixels": [100]}]}}, (10, 10))
+
+
+def test_volumes_diff_per_object():
+    initial = np.zeros((4, 12, 12), np.uint16)
+    initial[1:3, 1:5, 1:5] = 1
+    initial[1:3, 7:11, 7:11] = 2
+    corrected = (initial > 0).astype(np.int64)
+    corrected[1:3, 7:11, 7:11] = 0
+    s = ReviewSession(initial, corrected, initial.copy())
+    assert [c.kind for c in s.changes] == ["removed"] and s.changes[0].bbox == [[1, 3], [7, 11], [7, 11]]
+    s.accept(0)
+    assert s.training[1:3, 7:11, 7:11].max() == 0 and s.training[1:3, 1:5, 1:5].min() == 1

@@ -64,12 +64,11 @@ def write_json(path: str | os.PathLike, data: dict) -> Path:
     return path
 
 
-def _object_scale(ds: EvalDataset, stems: list[str]) -> float | None:
-    """Median object area (pixels) over the given training stems, or None without objects."""
+def _object_scale(masks: list[np.ndarray], task: str) -> float | None:
+    """Median object area (pixels) over the given masks, or None without objects."""
     areas: list[int] = []
-    for stem in stems:
-        mask = ds.load(stem).mask
-        areas.extend(o.area for o in iter_objects(mask, ds.task))
+    for mask in masks:
+        areas.extend(o.area for o in iter_objects(mask, task))
     return float(np.median(areas)) if areas else None
 
 
@@ -196,10 +195,12 @@ def run_eval(
         # multi-label channel 0 is the derived background: scores cover the dataset's own classes
         semantic = SemanticEvaluator(class_names, multilabel=ds.multilabel, background_index=0)
         instance = InstanceEvaluator(max_dets=max_dets) if ds.task == "instance" else None
+        # detection view (SISSI-style): the same instances matched by their bounding boxes
+        instance_box = InstanceEvaluator(max_dets=max_dets, iou_type="box") if instance is not None else None
         min_distance = 2
         if instance is not None:
             # object size as a person would state it: from the strong training masks
-            area = _object_scale(ds, split.strong)
+            area = _object_scale([samples[s].mask for s in split.strong], ds.task)
             if min_size is None:
                 min_size = max(10, int(0.1 * area)) if area else 10
             if area:
@@ -219,6 +220,7 @@ def run_eval(
                     labels, conf=fg, min_size=min_size, split=instance_split, min_distance=min_distance,
                 )
                 instance.add(smp.mask, inst.labels, scores=inst.scores)
+                instance_box.add(smp.mask, inst.labels, scores=inst.scores)
                 row.update(n_true=int(np.unique(smp.mask[smp.mask > 0]).size), n_pred=int(inst.labels.max()))
             per_image.append(row)
         predict_seconds = time.perf_counter() - t0
@@ -234,6 +236,8 @@ def run_eval(
             **inst_summary, "split": instance_split, "min_size": int(min_size), "min_distance": min_distance,
             "score": "mean foreground probability inside the instance",
         }
+        box = instance_box.summary()
+        metrics["instances_box"] = {k2: box[k2] for k2 in ("AP50", "AP75", "AP", "AR", "max_dets", "iou_type")}
     report = {
         "method": method,
         "dataset": str(ds.root),

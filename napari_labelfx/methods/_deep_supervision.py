@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -171,8 +172,6 @@ class TaggedImageSampler:
     """
 
     def __init__(self, seed: int = 0) -> None:
-        import numpy as np
-
         self.rng = np.random.default_rng(seed)
         self._items_id: int | None = None
         self._tagged: list[int] = []
@@ -188,8 +187,6 @@ class TaggedImageSampler:
         self, items: Sequence, n: int, patch_shape: Sequence[int], device: torch.device, flip: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """``n`` resized tagged images: (images (n, C, *patch), tags (n, K), weights (n, K)), or None."""
-        import numpy as np
-
         tagged = self.tagged_indices(items)
         if n <= 0 or not tagged:
             return None

@@ -352,19 +352,11 @@ def fitzpatrick_counts(types: Iterable[Any]) -> np.ndarray:
     return counts
 
 
-def plot_fitzpatrick_histogram(types: Iterable[Any], path: str | os.PathLike, title: str = "Fitzpatrick types") -> Path:
-    """Bar chart of the Fitzpatrick types as a PNG (matplotlib, Agg backend, atomic write)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def draw_fitzpatrick_histogram(ax: Any, types: Iterable[Any], title: str = "Fitzpatrick types") -> np.ndarray:
+    """Draw the bar chart of Fitzpatrick types on a matplotlib Axes (file or panel); returns the counts."""
     from matplotlib.ticker import MaxNLocator
 
-    from ..io import atomic_path
-
     counts = fitzpatrick_counts(types)
-    # a Figure with its own Agg canvas never touches pyplot's global state or a GUI backend
-    fig = Figure(figsize=(5, 3.2), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
     colours = ["#f6d7c3", "#e8b896", "#d09a6e", "#a86f45", "#7a4a2a", "#4a2c1a"]
     ax.bar(FITZPATRICK_ROMAN, counts, color=colours, edgecolor="black", linewidth=0.6)
     for i, c in enumerate(counts):
@@ -374,6 +366,20 @@ def plot_fitzpatrick_histogram(types: Iterable[Any], path: str | os.PathLike, ti
     ax.set_title(f"{title} (n = {int(counts.sum())})")
     ax.set_ylim(0, max(1, int(counts.max())) * 1.15)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return counts
+
+
+def plot_fitzpatrick_histogram(types: Iterable[Any], path: str | os.PathLike, title: str = "Fitzpatrick types") -> Path:
+    """Bar chart of the Fitzpatrick types as a PNG (matplotlib, Agg backend, atomic write)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..io import atomic_path
+
+    # a Figure with its own Agg canvas never touches pyplot's global state or a GUI backend
+    fig = Figure(figsize=(5, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    draw_fitzpatrick_histogram(fig.add_subplot(1, 1, 1), types, title)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
