@@ -43,7 +43,10 @@ def test_train_widget_trains_dii_dcr_and_shows_weak_weights(make_napari_viewer, 
     inside = weak > 0
     assert np.all(np.isnan(np.asarray(weights.data)[~inside]))
     values = np.asarray(weights.data)[inside]
-    assert np.all((values >= 0) & (values <= 1))
+    shown = values[~np.isnan(values)]  # pixels held out for validation carry no instance id
+    assert shown.size > 0.5 * values.size and np.all((shown >= 0) & (shown <= 1))
     trust = viewer.layers["img weak trust"]
     assert "gamma" in trust.features.columns
-    assert len(trust.features) == len(np.unique(weak))  # background row + one per instance
+    # background row + one per instance with training pixels (validation may hold one out entirely)
+    assert 3 <= len(trust.features) <= len(np.unique(weak))
+    assert np.all((trust.features["gamma"][1:] >= 0) & (trust.features["gamma"][1:] <= 1))

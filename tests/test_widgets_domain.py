@@ -100,6 +100,15 @@ def test_stain_panel_errors_are_notifications_not_crashes(make_napari_viewer, qt
     w.normalize()
     qtbot.waitUntil(lambda: len(shown) >= 2, timeout=30000)
     assert "Reinhard" in shown[-1]
+    # an error inside the worker (a blank slide has no stain to separate) is a notification too
+    viewer.add_image(np.full((32, 32, 3), 250, np.uint8), name="blank", rgb=True)
+    w.image_combo.setCurrentText("blank")
+    w.method_combo.setCurrentText("macenko")
+    w.separate()
+    qtbot.waitUntil(lambda: len(shown) >= 3, timeout=30000)
+    assert "blank" in shown[-1]
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
+    assert w.separate_btn.isEnabled()
 
 
 def test_skin_panel_shows_eight_patches_type_and_folder_histogram(make_napari_viewer, qtbot, tmp_path):

@@ -106,7 +106,8 @@ class Adele(Supervised):
             self._epoch(ctx, emit=False)  # the trainer sends result_layers() right after
 
     # -- one epoch -----------------------------------------------------------------------------------
-    def _views(self, spatial_ndim: int) -> list:
+    def _views(self) -> list:
+        # in-plane flips only: the Z axis of a volume is usually sampled differently
         flips = all_flips(2) if self.params["tta_flips"] else [()]
         return tta_views([float(s) for s in self.params["tta_scales"]], flips)
 
@@ -177,7 +178,7 @@ class Adele(Supervised):
                     return _plain  # the identity view was predicted for the agreement score
                 return ctx.predict(image)
 
-            views = predict_views(predict, self._source_image(idx, it), self._views(it.image.ndim - 1))
+            views = predict_views(predict, self._source_image(idx, it), self._views())
             mean, conf = fuse_probabilities(views)
             win = mean.argmax(axis=0)
             present = np.unique(init[init != IGNORE_INDEX])

@@ -162,7 +162,7 @@ class SkinToneWidget(QWidget):
         from ..tools.skin_tone import estimate_folder, plot_fitzpatrick_histogram, write_csv
 
         hair = self.hair.isChecked()
-        title = f"Fitzpatrick types of {Path(folder).name}"
+        title = "Skin types"  # short: the panel is narrow; the folder shows in the status line
 
         def work() -> list[dict[str, Any]]:
             rows = estimate_folder(folder, on_error="record", hair_removal=hair)
