@@ -3,7 +3,7 @@
 The CPM-15 set (``he_nuclei_cpm15``) mixes two sources/magnifications. Its meta.json does not say
 which image is which, so the domains are split by the measured median nucleus area of each mask
 (``--area-split`` pixels): the lower-magnification images have nuclei about 3x smaller in area, and
-their stain colours differ too (see docs/benchmarks_domain.md). For each direction (A -> B, B -> A)
+their stain colours differ too (see docs/benchmarks.md, section "Domain tools"). For each direction (A -> B, B -> A)
 the same seed and iterations train:
 
 * ``vanilla``      supervised (CE + Dice), default augmentation (flips, rot90, intensity),

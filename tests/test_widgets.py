@@ -164,6 +164,7 @@ def test_train_widget_volume_preview_slice(make_napari_viewer, qtbot):
     viewer.add_image(v["image"], name="vol")
     viewer.add_labels(v["strong"], name="strong", metadata={"labelfx_kind": "strong"})
     w = _train_widget(viewer, iters=4)
+    w.method_combo.setCurrentText("supervised")
     w.patch_spin.setValue(32)
     seen = []
     orig = w.apply_update

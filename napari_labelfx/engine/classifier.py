@@ -14,7 +14,7 @@ Typical use::
 
 The report gives AUC and accuracy on held-out images overall and per skin type. On a few dozen
 images this checks the mechanics only: a fairness gain cannot be shown (see
-docs/benchmarks_domain.md).
+docs/benchmarks.md, section "Domain tools").
 """
 from __future__ import annotations
 

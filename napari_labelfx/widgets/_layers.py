@@ -78,6 +78,17 @@ def collect_items(viewer: Any, image_layer: Any, layers: list[Any]) -> tuple[lis
     tags = image_layer.metadata.get("labelfx_tags", {})
     aset = annotation_set_from_layers(image_layer, labels, shapes, table, tags)
     items = aset.training_items()
+    # corrections the person rejected in the Review panel stay out of later correction rounds
+    from ..review import protected_mask
+
+    shape = image_spatial_shape(image_layer)
+    protected = None
+    for layer in labels:
+        mask = protected_mask(layer.metadata, shape)
+        if mask is not None:
+            protected = mask if protected is None else (protected | mask)
+    if protected is not None and items:
+        items[0].extra["protected"] = protected
     return items, list(table.names), bool(getattr(table, "multilabel", False))
 
 

@@ -84,6 +84,7 @@ class TrainWidget(QWidget):
         form.addRow("Annotations", self.annotation_list)
         self.method_combo = QComboBox()
         self.method_combo.addItems(list(available_methods()))
+        self.method_combo.setCurrentText("supervised")
         form.addRow("Method", self.method_combo)
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(list(PRESET_DEFAULTS))
