@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -40,7 +41,15 @@ class AnnotateWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self._updating = False
-        lay = QVBoxLayout(self)
+        # a scroll area keeps the groups from overlapping when the dock is short
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        inner = QWidget()
+        scroll.setWidget(inner)
+        outer.addWidget(scroll)
+        lay = QVBoxLayout(inner)
 
         row = QHBoxLayout()
         row.addWidget(QLabel("Image"))
