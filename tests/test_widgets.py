@@ -174,3 +174,36 @@ def test_train_widget_volume_preview_slice(make_napari_viewer, qtbot):
                     any(u.kind in (UpdateKind.FINISHED, UpdateKind.FAILED) for u in seen), timeout=120_000)
     assert not any(u.kind == UpdateKind.FAILED for u in seen), [u.data for u in seen if u.kind == UpdateKind.FAILED]
     assert viewer.layers["vol prediction"].data.shape == (8, 48, 48)
+
+
+def test_file_open_through_plugin_and_corrupt_files(make_napari_viewer, tmp_path):
+    """napari's File > Open path: our reader opens TIFF and Zarr; corrupt files give a clear error."""
+    import tifffile
+    import zarr
+
+    viewer = make_napari_viewer()
+    tif = tmp_path / "vol.tif"
+    tifffile.imwrite(tif, np.arange(4 * 16 * 16, dtype=np.uint16).reshape(4, 16, 16), imagej=True,
+                     metadata={"axes": "ZYX", "spacing": 2.0, "unit": "um"}, resolution=(2.0, 2.0))
+    layers = viewer.open(str(tif), plugin="napari-labelfx")
+    assert layers[0].data.shape == (4, 16, 16)
+    assert tuple(np.round(layers[0].scale, 3)) == (2.0, 0.5, 0.5)
+    zpath = tmp_path / "img.zarr"
+    z = zarr.create_array(str(zpath), shape=(32, 32), chunks=(16, 16), dtype="uint8")
+    z[:] = 7
+    layers = viewer.open(str(zpath), plugin="napari-labelfx")
+    assert layers[0].data.shape == (32, 32)
+
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(tif.read_bytes()[: len(tif.read_bytes()) // 2])
+    with pytest.raises(Exception) as exc:
+        viewer.open(str(bad), plugin="napari-labelfx")
+    assert "bad.tif" in str(exc.value)
+    (zpath / "zarr.json").write_text("{ not json")
+    with pytest.raises(Exception) as exc:
+        viewer.open(str(zpath), plugin="napari-labelfx")
+    assert "img.zarr" in str(exc.value)
+    # the viewer keeps working and keeps its layers
+    assert len(viewer.layers) == 2
+    viewer.add_image(np.zeros((8, 8)))
+    assert len(viewer.layers) == 3
