@@ -110,6 +110,20 @@ def _result_layer(viewer: Any, name: str, kind: str, shape: tuple[int, ...], dty
     return layer
 
 
+def ensure_result_layers(viewer: Any, image_layer: Any) -> tuple[Any, Any]:
+    """Create the (empty) prediction and confidence layers now.
+
+    Creating a napari layer costs up to a second on software OpenGL; doing it when the person presses
+    Start keeps that pause out of the training period, when they are painting.
+    """
+    shape = image_spatial_shape(image_layer)
+    base = image_layer.name
+    pred = _result_layer(viewer, f"{base} prediction", "prediction", shape, np.uint8, image_layer, opacity=0.5)
+    conf = _result_layer(viewer, f"{base} confidence", "confidence", shape, np.float32, image_layer,
+                         colormap="magma", contrast_limits=(0.0, 1.0), visible=False, blending="additive")
+    return pred, conf
+
+
 def apply_preview(viewer: Any, image_layer: Any, payload: dict) -> tuple[Any, Any]:
     """Write a PREVIEW update (labels + confidence for a region) into the result layers."""
     shape = image_spatial_shape(image_layer)
@@ -117,7 +131,11 @@ def apply_preview(viewer: Any, image_layer: Any, payload: dict) -> tuple[Any, An
     conf = np.asarray(payload["confidence"], dtype=np.float32)
     region = payload.get("region")
     base = image_layer.name
-    pred = _result_layer(viewer, f"{base} prediction", "prediction", shape, np.uint16 if labels.max(initial=0) > 255 else np.uint8, image_layer, opacity=0.5)
+    dtype = np.uint16 if labels.max(initial=0) > 255 else np.uint8
+    pred = _result_layer(viewer, f"{base} prediction", "prediction", shape, dtype, image_layer, opacity=0.5)
+    if np.dtype(pred.data.dtype).itemsize < np.dtype(dtype).itemsize:
+        viewer.layers.remove(pred)
+        pred = _result_layer(viewer, f"{base} prediction", "prediction", shape, dtype, image_layer, opacity=0.5)
     confl = _result_layer(viewer, f"{base} confidence", "confidence", shape, np.float32, image_layer,
                           colormap="magma", contrast_limits=(0.0, 1.0), visible=False, blending="additive")
     sl = tuple(slice(*s) if isinstance(s, (tuple, list)) else s for s in region) if region else tuple(slice(None) for _ in shape)

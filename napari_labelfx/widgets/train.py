@@ -299,6 +299,7 @@ class TrainWidget(QWidget):
         self._watch_layers(layers)
         self._dirty = False
         self.runner.start()
+        _layers.ensure_result_layers(self.viewer, image)
         self._request_preview()
         self._set_running(True)
         self.pause_btn.setText("Pause")
