@@ -153,6 +153,13 @@ class TrainingRunner:
                 name="labelfx-training",
             )
             self._worker.start()
+            # A large update (a preview) arrives through a pipe in 64 KB pieces that the training
+            # process writes when it gets the CPU; reading it on the GUI thread could block for a
+            # second. A pump thread does the blocking reads; poll() only drains a local queue.
+            self._local: Any = queue.Queue()
+            self._pump_done = threading.Event()
+            self._pump = threading.Thread(target=self._pump_updates, daemon=True, name="labelfx-updates")
+            self._pump.start()
         elif self.mode == "thread":
             self._worker = threading.Thread(
                 target=run_job, args=(self.job, self._commands, self._updates), daemon=True,
@@ -170,14 +177,42 @@ class TrainingRunner:
             return False
         if self.mode == "sync":
             return False
+        if self.mode == "process":
+            return self._worker.is_alive() or not self._pump_done.is_set() or not self._local.empty()
         return self._worker.is_alive() or not self._updates.empty()
+
+    def _pump_updates(self) -> None:
+        """Move updates from the process queue to the local queue (runs in a GUI-side thread)."""
+        try:
+            while True:
+                try:
+                    upd = self._updates.get(timeout=0.2)
+                except queue.Empty:
+                    if not self._worker.is_alive():
+                        try:  # drain what the worker flushed before it ended
+                            while True:
+                                self._local.put(self._updates.get(timeout=0.2))
+                        except (queue.Empty, EOFError, OSError, ValueError):
+                            return
+                    continue
+                except (EOFError, OSError, ValueError):
+                    return
+                self._local.put(upd)
+                if upd.kind in (UpdateKind.FINISHED, UpdateKind.FAILED):
+                    return
+        finally:
+            self._pump_done.set()
+
+    def _source(self) -> Any:
+        return self._local if self.mode == "process" else self._updates
 
     def poll(self, max_items: int = 1000) -> list[Update]:
         """Return the updates that arrived since the last call (never blocks)."""
         out: list[Update] = []
+        source = self._source()
         for _ in range(max_items):
             try:
-                upd = self._updates.get_nowait()
+                upd = source.get_nowait()
             except queue.Empty:
                 break
             except (EOFError, OSError):
@@ -205,12 +240,9 @@ class TrainingRunner:
     def _worker_died(self) -> bool:
         if self.mode != "process" or self._worker is None:
             return False
-        if self._worker.is_alive():
+        if self._worker.is_alive() or not self._pump_done.is_set():
             return False
-        try:
-            return self._updates.empty()
-        except (OSError, ValueError):
-            return True
+        return self._local.empty()
 
     def wait(self, timeout: float | None = None) -> list[Update]:
         """Block until the job ends (or ``timeout`` seconds); returns all updates received."""
