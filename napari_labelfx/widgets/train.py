@@ -1,7 +1,8 @@
 """The Train panel: pick data and method, start/pause/stop, watch losses and live predictions.
 
-The panel is thin: training runs in a :class:`~napari_labelfx.engine.runner.TrainingRunner` (a separate
-process by default); a QTimer on the main thread drains its updates and writes them to the plugin's
+The panel is thin: training runs in a :class:`~napari_labelfx.engine.runner.TrainingRunner` (a thread by
+default, a separate process as an advanced setting; see docs/benchmarks.md for the measurements behind
+that choice); a QTimer on the main thread drains its updates and writes them to the plugin's
 own result layers. Annotations painted while training are sent to the trainer every refresh interval.
 """
 from __future__ import annotations
@@ -46,10 +47,10 @@ PRESET_DEFAULTS = {
 class TrainWidget(QWidget):
     """Dock widget: train a model on the current image's annotations with live predictions."""
 
-    def __init__(self, napari_viewer: Any, runner_mode: str = "process") -> None:
+    def __init__(self, napari_viewer: Any, runner_mode: str = "thread") -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.runner_mode = runner_mode
+        self._initial_runner_mode = runner_mode
         self.runner: Any = None
         self.best_dir: Path | None = None
         self.last_dir: Path | None = None
@@ -113,6 +114,13 @@ class TrainWidget(QWidget):
         aform.addRow("2D / 3D", self.spatial_combo)
         aform.addRow("Device", self.device_combo)
         aform.addRow("Refresh every", self.refresh_spin)
+        self.runner_combo = QComboBox()
+        self.runner_combo.addItems(["thread", "process"])
+        self.runner_combo.setToolTip(
+            "thread: fastest and smoothest viewer in our measurements (docs/benchmarks.md); "
+            "process: a crash or out-of-memory kill of training cannot take the viewer down"
+        )
+        aform.addRow("Run training in", self.runner_combo)
         self.stain_aug_check = QCheckBox("stain augmentation (HED jitter, for H&E)")
         aform.addRow("", self.stain_aug_check)
         self.advanced = QCollapsible("Advanced settings")
@@ -125,6 +133,7 @@ class TrainWidget(QWidget):
         self.method_combo.currentTextChanged.connect(self.method_params.set_method)
         self.method_params.set_method(self.method_combo.currentText())
         self._apply_preset(self.preset_combo.currentText())
+        self.runner_combo.setCurrentText(self._initial_runner_mode)
 
         row = QHBoxLayout()
         self.start_btn = QPushButton("Start")
@@ -209,6 +218,11 @@ class TrainWidget(QWidget):
             unticked = layer.name in self._unticked
             item.setCheckState(Qt.CheckState.Unchecked if unticked else Qt.CheckState.Checked)
             self.annotation_list.addItem(item)
+
+    @property
+    def runner_mode(self) -> str:
+        """Where training runs: "thread" or "process" (the advanced setting)."""
+        return self.runner_combo.currentText()
 
     @property
     def image_layer(self) -> Any:
