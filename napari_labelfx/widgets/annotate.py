@@ -46,6 +46,7 @@ class AnnotateWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setMinimumHeight(300)
         inner = QWidget()
         scroll.setWidget(inner)
         outer.addWidget(scroll)
