@@ -14,6 +14,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFileDialog, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from ._worker import WorkerPanelMixin
 from .stain import layer_rgb, rgb_layers
 
 
@@ -43,8 +44,10 @@ class HistogramCanvas(FigureCanvasQTAgg):
         self.draw_idle()
 
 
-class SkinToneWidget(QWidget):
+class SkinToneWidget(WorkerPanelMixin, QWidget):
     """Panel: pick an RGB layer, estimate ITA / Fitzpatrick type; batch a folder to CSV + histogram."""
+
+    _worker_label = "LabelFX skin tone"
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
@@ -89,30 +92,8 @@ class SkinToneWidget(QWidget):
         self.image_combo.blockSignals(False)
 
     # -- worker plumbing -----------------------------------------------------------------------------
-    def _run(self, func: Any, done: Any, what: str) -> None:
-        from napari.qt.threading import thread_worker
-
-        self.status.setText(f"{what}...")
-        self.estimate_btn.setEnabled(False)
-        self.batch_btn.setEnabled(False)
-        # errors go to our handler (a notification), not re-raised in the event loop
-        worker = thread_worker(func, ignore_errors=True)()
-        worker.returned.connect(done)
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._finished)
-        self._worker = worker
-        worker.start()
-
-    def _failed(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.setText(f"failed: {exc}")
-        show_error(f"LabelFX skin tone: {exc}")
-
-    def _finished(self) -> None:
-        self.estimate_btn.setEnabled(True)
-        self.batch_btn.setEnabled(True)
-        self._worker = None
+    def _busy_buttons(self) -> list[Any]:
+        return [self.estimate_btn, self.batch_btn]
 
     # -- single image --------------------------------------------------------------------------------
     def estimate(self) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from ._worker import WorkerPanelMixin
+
 REF_BUILTIN = "built-in H&E reference"
 REF_IMAGE = "another image layer"
 REF_SHAPES = "rectangle in a Shapes layer"
@@ -75,8 +77,10 @@ def separate_layer_data(rgb: Any, method: str = "macenko", name: str = "image") 
     return norm.separate(np.asarray(rgb), name=name)
 
 
-class StainWidget(QWidget):
+class StainWidget(WorkerPanelMixin, QWidget):
     """Panel: image, reference, method; Normalize and Separate stains buttons."""
+
+    _worker_label = "LabelFX stain"
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
@@ -156,30 +160,8 @@ class StainWidget(QWidget):
         return rgb, rectangle_mask(ref, image, rgb.shape[:2])
 
     # -- actions -------------------------------------------------------------------------------------
-    def _run(self, func: Any, done: Any, what: str) -> None:
-        from napari.qt.threading import thread_worker
-
-        self.status.setText(f"{what}...")
-        self.normalize_btn.setEnabled(False)
-        self.separate_btn.setEnabled(False)
-        # errors go to our handler (a notification), not re-raised in the event loop
-        worker = thread_worker(func, ignore_errors=True)()
-        worker.returned.connect(done)
-        worker.errored.connect(self._failed)
-        worker.finished.connect(self._finished)
-        self._worker = worker
-        worker.start()
-
-    def _failed(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.setText(f"failed: {exc}")
-        show_error(f"LabelFX stain: {exc}")
-
-    def _finished(self) -> None:
-        self.normalize_btn.setEnabled(True)
-        self.separate_btn.setEnabled(True)
-        self._worker = None
+    def _busy_buttons(self) -> list[Any]:
+        return [self.normalize_btn, self.separate_btn]
 
     def _failed_now(self, exc: Exception) -> None:
         self._failed(exc)
