@@ -97,3 +97,20 @@ def test_default_test_size_and_errors():
         make_split([str(i) for i in range(6)], strong=5)
     with pytest.raises(SplitError, match="unique"):
         make_split(["a", "a", "b", "c"], strong=1)
+
+
+def test_rescale_sample_keeps_layouts_and_labels(tmp_path):
+    from napari_labelfx.evaluation.dataset import rescale_sample
+
+    rgb = load_dataset(make_dataset(tmp_path / "rgb", rgb=True)).load("im1")
+    half = rescale_sample(rgb, 0.5)
+    assert half.image.shape == (3, 32, 32) and half.raw.shape == (32, 32, 3) and half.mask.shape == (32, 32)
+    assert half.image.dtype == rgb.image.dtype and half.mask.dtype == rgb.mask.dtype
+    # nearest neighbour: no new instance ids appear
+    assert set(np.unique(half.mask)) <= set(np.unique(rgb.mask))
+    assert rescale_sample(rgb, 1.0) is rgb
+    ml = load_dataset(make_dataset(tmp_path / "ml", task="multilabel")).load("im0")
+    small = rescale_sample(ml, 0.25)
+    assert small.mask.shape == (2, 16, 16) and set(np.unique(small.mask)) <= {0, 1}
+    with pytest.raises(DatasetError, match="scale"):
+        rescale_sample(ml, 0.0)

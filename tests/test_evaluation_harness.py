@@ -88,3 +88,17 @@ def test_cli_entry_point(tmp_path, capsys):
     tifffile.imwrite(root / "masks" / "im0.tif", np.zeros((64, 64), np.uint16))
     assert main_eval(args) == 2
     assert "no-such-method" in capsys.readouterr().err
+
+
+def test_scale_trains_small_and_scores_at_full_size(tmp_path):
+    root = make_dataset(tmp_path / "nuclei", n=6)
+    r = run_eval(root, "supervised", strong=2, others="none", iters=30, patch=32, batch=4, device="cpu",
+                 scale=0.5, seed=1)
+    assert r["scale"] == 0.5
+    # scored against the full-size masks: the instance count is that of the original test masks
+    ds = load_dataset(root)
+    n_true = sum(len(np.unique(ds.load(s).mask)) - 1 for s in r["split"]["test"])
+    assert r["metrics"]["instances"]["n_true"] == n_true
+    assert r["metrics"]["dice"]["nucleus"] > 0.5
+    with pytest.raises(EvalError, match="scale"):
+        run_eval(root, "supervised", strong=2, iters=1, device="cpu", scale=-1)

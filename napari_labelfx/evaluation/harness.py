@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..tools.metrics import InstanceEvaluator, SemanticEvaluator, instances_from_semantic
-from .dataset import EvalDataset, load_dataset
+from .dataset import EvalDataset, load_dataset, rescale_sample
 from .derive import DeriveParams, class_map, derive_item, iter_objects, parse_kind
 from .split import make_split
 
@@ -85,6 +85,7 @@ def run_eval(
     preset: str = "small",
     patch: int | None = None,
     batch: int | None = None,
+    scale: float = 1.0,
     *,
     instance_split: str = "none",
     min_size: int | None = None,
@@ -111,6 +112,8 @@ def run_eval(
     preset : model size preset.
     patch : patch edge in pixels (None: 128 in 2D, 16x64x64 in 3D).
     batch : patches per step (None: the engine's default).
+    scale : resample images and masks by this factor for training and prediction (e.g. 0.25 trains a
+        512x512 image at 128x128); predictions are resized back and scored at the original size.
     instance_split : ``"none"`` or ``"watershed"``: how predicted foreground becomes instances.
     min_size : smallest predicted instance kept (None: 10 % of the median training object area,
         computed from the strong training masks, at least 10 pixels).
@@ -133,7 +136,10 @@ def run_eval(
     ds = dataset if isinstance(dataset, EvalDataset) else load_dataset(dataset)
     others_spec = parse_kind(others)
     split = make_split(ds.stems, strong=strong, test=test, seed=seed)
-    samples = {s: ds.load(s) for s in split.train}
+    scale = float(scale)
+    if not 0.0 < scale <= 4.0:
+        raise EvalError(f"scale must be in (0, 4], got {scale}")
+    samples = {s: rescale_sample(ds.load(s), scale) for s in split.train}
     spatial_ndim = len(next(iter(samples.values())).spatial_shape) if samples else 2
     if spatial_ndim not in (2, 3):
         raise EvalError(f"{ds.root}: images must be 2D or 3D, got {spatial_ndim} spatial dimensions")
@@ -201,6 +207,8 @@ def run_eval(
         if instance is not None:
             # object size as a person would state it: from the strong training masks
             area = _object_scale([samples[s].mask for s in split.strong], ds.task)
+            if area:  # instances are found at the original resolution
+                area = area / scale**spatial_ndim
             if min_size is None:
                 min_size = max(10, int(0.1 * area)) if area else 10
             if area:
@@ -209,13 +217,17 @@ def run_eval(
         per_image = []
         for stem in split.test:
             smp = ds.load(stem)
-            pred = predictor(smp.image)
+            pred = predictor(rescale_sample(smp, scale).image if scale != 1.0 else smp.image)
             truth = class_map(smp.mask, ds.task)
-            labels = np.asarray(pred.labels)
+            labels, probabilities, confidence = (np.asarray(a) for a in (pred.labels, pred.probabilities, pred.confidence))
+            if scale != 1.0:
+                labels, probabilities, confidence = _to_original_size(
+                    probabilities, smp.spatial_shape, ds.multilabel, predictor.threshold,
+                )
             semantic.add(truth, labels)
             row: dict[str, Any] = {"stem": stem}
             if instance is not None:
-                fg = pred.probabilities[1:].sum(axis=0) if pred.probabilities.shape[0] > 1 else pred.confidence
+                fg = probabilities[1:].sum(axis=0) if probabilities.shape[0] > 1 else confidence
                 inst = instances_from_semantic(
                     labels, conf=fg, min_size=min_size, split=instance_split, min_distance=min_distance,
                 )
@@ -252,6 +264,7 @@ def run_eval(
         "preset": preset,
         "patch_size": list(patch_size),
         "batch_size": int(config.batch_size),
+        "scale": scale,
         "method_params": dict(method_params),
         "device": str(resolved_device),
         "seconds": {
@@ -267,6 +280,24 @@ def run_eval(
     if out is not None:
         write_json(out, report)
     return report
+
+
+def _to_original_size(
+    probabilities: np.ndarray, shape: tuple[int, ...], multilabel: bool, threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resize class probabilities predicted at a coarser scale to ``shape``; return labels, probs, confidence.
+
+    Probabilities are interpolated linearly and the labels recomputed from them (the predictor's own
+    rule), which gives smoother borders than nearest-neighbour upsampling of the labels.
+    """
+    from skimage.transform import resize
+
+    from ..inference.labels import probabilities_to_labels
+
+    probs = resize(probabilities.astype(np.float32), (probabilities.shape[0], *shape), order=1,
+                   anti_aliasing=False, preserve_range=True)
+    labels, confidence = probabilities_to_labels(probs, multilabel, threshold)
+    return labels, probs, confidence
 
 
 # -- command line -------------------------------------------------------------------------------------
@@ -290,6 +321,10 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--preset", default="small", metavar="P", help="model preset: small, medium, large")
     parser.add_argument("--patch", type=int, default=None, metavar="N", help="patch edge in pixels (128; 3D 16x64x64)")
     parser.add_argument("--batch", type=int, default=None, metavar="N", help="patches per step")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, metavar="F",
+        help="train and predict at this fraction of the image size, score at full size (1.0)",
+    )
     parser.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
         help="method parameter (repeatable; VALUE parsed as JSON when possible)",
@@ -332,7 +367,7 @@ def main_eval(args: argparse.Namespace) -> int:
             report = run_eval(
                 args.dataset, args.method, strong=args.strong, others=args.others, test=args.test, seed=args.seed,
                 iters=args.iters, device=args.device, out=args.out, preset=args.preset, patch=args.patch,
-                batch=args.batch, progress=bar, **params,
+                batch=args.batch, scale=args.scale, progress=bar, **params,
             )
         finally:
             if bar is not None:
