@@ -71,10 +71,14 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
             loss.backward()
             opt.step()
     else:
-        f = args.features
-        qf = torch.randn(u, f, h, w, device=dev)
-        rf = torch.randn(p, f, h, w, device=dev)
-        rl = (torch.rand(p, NUM_CLASSES - 1, h, w, device=dev) > 0.7).to(torch.uint8)
+        if args.data:
+            qf, rf, rl = _real_features(args, dev)
+            f = qf.shape[1]
+        else:
+            f = args.features
+            qf = torch.randn(u, f, h, w, device=dev)
+            rf = torch.randn(p, f, h, w, device=dev)
+            rl = (torch.rand(p, NUM_CLASSES - 1, h, w, device=dev) > 0.7).to(torch.uint8)
         n_refs = p * min(args.grid, h) * min(args.grid, w)
         k = args.k if args.k >= 1 else float(args.k)
         if args.what == "chunked":
@@ -116,11 +120,58 @@ def _measure(args: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": min(times), "peak_mb": mem}
 
 
+def _real_features(args: argparse.Namespace, dev: Any) -> tuple[Any, Any, Any]:
+    """Query/reference features of the ``small`` UNet (seeded init, 100 supervised steps) on the
+    first images of a multi-label dataset folder resized to the patch, with its real masks.
+
+    Random Gaussian features (the default) have no spatial structure: the worst case for the search's
+    sub-block bounds. Network features of real images are smooth in space, as in training.
+    """
+    import numpy as np
+    import torch
+    from skimage.transform import resize
+
+    from napari_labelfx.data.normalize import percentile_normalise
+    from napari_labelfx.evaluation.dataset import load_dataset
+    from napari_labelfx.methods import losses
+    from napari_labelfx.models import PRESETS, ModelConfig, build_model
+
+    ds = load_dataset(args.data)
+    if not ds.multilabel or len(ds.classes) != NUM_CLASSES - 1:
+        raise SystemExit(f"--data must be a multi-label set with {NUM_CLASSES - 1} classes (cxr_jsrt)")
+    n = args.pool + args.unlabelled
+    size = (args.patch, args.patch)
+    imgs, masks = [], []
+    for stem in ds.stems[:max(n, 8)]:
+        smp = ds.load(stem)
+        img = resize(smp.image[:1].astype(np.float32), (1, *size), order=1, anti_aliasing=True)
+        imgs.append(percentile_normalise(img))
+        masks.append(resize(smp.mask, (smp.mask.shape[0], *size), order=0, preserve_range=True).astype(np.uint8))
+    x = torch.as_tensor(np.stack(imgs), dtype=torch.float32, device=dev)
+    y = torch.as_tensor(np.stack(masks), device=dev)
+    torch.manual_seed(0)
+    net = build_model(ModelConfig.from_dict({**PRESETS[args.preset], "spatial_dims": 2, "in_channels": 1,
+                                             "num_classes": NUM_CLASSES - 1, "multilabel": True})).to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    for _ in range(100):  # features of a network that has begun to learn the organs
+        out = net(x)
+        loss = losses.bce_with_ignore(out.logits, y) + losses.soft_dice_loss_multilabel(out.logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        feats = net(x[:n]).features
+    return feats[args.pool:], feats[:args.pool], y[:args.pool]
+
+
 def _child(what: str, p: int, k: float, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", what, "--pool", str(p), "--k", str(k), "--device", args.device,
            "--patch", str(args.patch), "--batch", str(args.batch), "--unlabelled", str(args.unlabelled),
            "--grid", str(args.grid), "--preset", args.preset, "--features", str(args.features),
            "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    if args.data:
+        cmd += ["--data", args.data]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
@@ -139,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--features", type=int, default=64, help="feature channels of the search (paper: 64)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data", default=None,
+                    help="cxr_jsrt folder: search network features of real images with their masks "
+                    "(default: random Gaussian features and labels, the worst case)")
     ap.add_argument("--pools", default="1,3,5")
     ap.add_argument("--ks", default="0.25,0.5,7000")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -101,8 +101,12 @@ def evaluate(ds: Any, folder: Path, test: list[str], normalizer: Any = None) -> 
     return {"dice": s["dice"]["nucleus"], "iou": s["iou"]["nucleus"], "AP50": float(i["AP50"])}
 
 
-def run(dataset: str, iters: int, seed: int, area_split: float, directions: list[str]) -> dict[str, Any]:
-    """All variants for the requested directions (``"A->B"``, ``"B->A"``)."""
+def run(dataset: str, iters: int, seed: int, area_split: float, directions: list[str],
+        out: str | None = None) -> dict[str, Any]:
+    """All variants for the requested directions (``"A->B"``, ``"B->A"``).
+
+    With ``out``, the report is rewritten after every variant, so a run cut short keeps what it measured.
+    """
     from napari_labelfx.evaluation.dataset import load_dataset
     from napari_labelfx.tools.stain import MacenkoNormalizer
 
@@ -124,6 +128,9 @@ def run(dataset: str, iters: int, seed: int, area_split: float, directions: list
                     norm = MacenkoNormalizer().fit(_pooled_reference(ds, train, seed=seed), name="training domain")
                     res["macenko-test"] = {**evaluate(ds, folder, test, norm), "seconds": time.perf_counter() - t0}
                 print(direction, variant, {k: round(v, 4) for k, v in res[variant].items()}, flush=True)
+                report["results"][direction] = res
+                if out:
+                    Path(out).write_text(json.dumps(report, indent=2) + "\n")
             print(direction, "macenko-test", {k: round(v, 4) for k, v in res["macenko-test"].items()}, flush=True)
         report["results"][direction] = res
     return report
@@ -142,7 +149,9 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    report = run(args.dataset, args.iters, args.seed, args.area_split, args.directions.split(","))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    report = run(args.dataset, args.iters, args.seed, args.area_split, args.directions.split(","), args.out)
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,9 @@ weight W in [0, 1] that says how unambiguous its k nearest references are:
 
 The search never builds the full (queries x references) matrix: queries are processed in chunks whose
 size follows a fixed element budget, so memory does not grow with the pool size p or with k. Being
-"among the k nearest" is decided by comparing with the k-th smallest distance of the row
-(by counting the references strictly closer than each class's nearest one) instead of gathering the
-k labels. Multi-label references may belong to several
+"among the k nearest" is decided by counting the references strictly closer than each class's nearest
+one (no k-th value selection, no gather of k labels), and most counts are settled by an upper bound
+from sub-block maxima without touching the similarities again. Multi-label references may belong to several
 classes; a reference with no class belongs to an extra "no label" class (see :func:`membership`).
 """
 from __future__ import annotations
@@ -187,6 +187,59 @@ def resolve_k(k: float | int, n_refs: int) -> int:
     return max(1, min(kk, n_refs))
 
 
+#: References per sub-block of the search: sub-block maxima bound how many references can be closer
+#: than a class's nearest one, which settles most "among the k nearest" tests without a counting pass.
+SUB_BLOCK = 32
+
+
+@dataclass
+class _PoolLayout:
+    """References grouped by membership pattern, each group padded to whole sub-blocks.
+
+    Padding rows are zero vectors: their similarity is exactly 0, so they never count as "strictly
+    closer" than a clipped (>= 0) class similarity and never raise a clipped maximum.
+    """
+
+    refs_t: torch.Tensor  # (F, Np) padded, L2-normalised references, transposed
+    patterns: torch.Tensor  # (P, c) bool membership of each group, ordered by first occurrence
+    first_index: torch.Tensor  # (P,) original index of each group's first reference
+    group_blocks: list[tuple[int, int]]  # sub-block range of each group
+    block_sizes: torch.Tensor  # (Nsub,) float32 real references per sub-block
+
+
+def _layout(r: torch.Tensor, member: torch.Tensor, g: int) -> _PoolLayout:
+    patterns, inverse = torch.unique(member, dim=0, return_inverse=True)
+    n = member.shape[0]
+    first = torch.full((patterns.shape[0],), n, dtype=torch.long, device=member.device)
+    first.scatter_reduce_(0, inverse, torch.arange(n, device=member.device), reduce="amin")
+    # group order = order of first occurrence, so a tie between groups goes to the earliest reference
+    # (as an argmin over the original order would)
+    rank = torch.empty_like(first)
+    by_first = torch.argsort(first)
+    rank[by_first] = torch.arange(by_first.numel(), device=member.device)
+    group = rank[inverse]
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group, minlength=patterns.shape[0]).tolist()
+    chunks, blocks, sizes = [], [], []
+    start, sub = 0, 0
+    for cnt in counts:
+        nb = -(-cnt // g)
+        part = r[order[start:start + cnt]]
+        pad = nb * g - cnt
+        if pad:
+            part = torch.cat([part, part.new_zeros(pad, r.shape[1])])
+        chunks.append(part)
+        blocks.append((sub, sub + nb))
+        sizes.extend([g] * (nb - 1) + [cnt - (nb - 1) * g])
+        start += cnt
+        sub += nb
+    refs = torch.cat(chunks)
+    return _PoolLayout(
+        refs_t=refs.t().contiguous(), patterns=patterns[by_first], first_index=first[by_first],
+        group_blocks=blocks, block_sizes=torch.tensor(sizes, dtype=torch.float32, device=r.device),
+    )
+
+
 @torch.no_grad()
 def nearest_reference(
     queries: torch.Tensor,
@@ -194,8 +247,16 @@ def nearest_reference(
     member: torch.Tensor,
     k: float | int,
     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    sub_block: int = SUB_BLOCK,
 ) -> ReferenceResult:
     """Nearest reference and class-entropy weight W for every query (chunked; see module docstring).
+
+    References are grouped by their class-membership pattern (all references of a group carry the
+    same label), so the nearest label is the group with the largest similarity and ``nearest`` is that
+    group's first reference. Within each chunk of queries one pass over the similarities gives the
+    maximum of every sub-block of ``sub_block`` references; from these follow each class's nearest
+    similarity and an upper bound on the number of references closer than it. Only the (query,
+    class) pairs whose bound reaches k are counted exactly.
 
     Parameters
     ----------
@@ -203,7 +264,8 @@ def nearest_reference(
     refs : (Nr, F) reference features (only usable references: filter with ``membership``'s valid).
     member : (Nr, c) bool class membership of each reference.
     k : neighbours for W (count, or fraction of Nr when a float in (0, 1]).
-    chunk_elements : budget of one distance chunk (queries per chunk = budget // Nr, at least 1).
+    chunk_elements : budget of one similarity chunk (queries per chunk = budget // Nr, at least 1).
+    sub_block : references per sub-block (bounds only; the result does not depend on it).
 
     Raises
     ------
@@ -220,51 +282,47 @@ def nearest_reference(
     if member.shape[0] != n_refs:
         raise ReferenceSearchError(f"membership has {member.shape[0]} rows for {n_refs} references")
     kk = resolve_k(k, n_refs)
-    r = _normalise(refs)
-    # Multi-class references can be ordered by class so each class is one contiguous column block
-    # (min over a view, no copy); overlapping multi-label classes use an index per class.
-    exclusive = bool((member.sum(dim=1) <= 1).all())
-    if exclusive:
-        cls = torch.where(member.any(dim=1), member.float().argmax(dim=1), member.shape[1])
-        order = torch.argsort(cls, stable=True)
-        r, member_sorted = r[order], member[order]
-        counts = member_sorted.sum(dim=0).tolist()
-        bounds = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
-    else:
-        order = None
-        col_index = [torch.nonzero(member[:, j]).flatten() for j in range(member.shape[1])]
-    rt = r.t().contiguous()
-    step = max(1, int(chunk_elements) // n_refs)
+    g = max(int(sub_block), 1)
+    lay = _layout(_normalise(refs), member.bool(), g)
+    n_pad = lay.refs_t.shape[1]
+    n_sub = n_pad // g
     c = member.shape[1]
+    present = member.any(dim=0)
+    # class j's similarity = max over the groups whose pattern contains j
+    class_groups = [torch.nonzero(lay.patterns[:, j]).flatten() for j in range(c)]
+    step = max(1, int(chunk_elements) // n_pad)
     nearest, weight = [], []
     for start in range(0, queries.shape[0], step):
         q = _normalise(queries[start:start + step])
-        # work with the clipped similarity 1 - D (one buffer, in place): nearest = largest similarity
-        sim = (q @ rt).clamp_min_(0.0)  # (chunk, Nr)
-        best = sim.argmax(dim=1)
+        sim = q @ lay.refs_t  # (chunk, Np); clipping to >= 0 is applied to the maxima below
+        block_max = sim.view(q.shape[0], n_sub, g).amax(dim=2)  # the one full pass after the product
+        group_max = torch.stack([block_max[:, b0:b1].amax(dim=1) for b0, b1 in lay.group_blocks], dim=1)
+        group_max.clamp_min_(0.0)
         smax = torch.zeros(q.shape[0], c, dtype=torch.float32, device=q.device)
-        present = torch.zeros(c, dtype=torch.bool, device=q.device)
         for j in range(c):
-            if exclusive:
-                if bounds[j + 1] > bounds[j]:
-                    smax[:, j] = sim[:, bounds[j]:bounds[j + 1]].amax(dim=1)
-                    present[j] = True
-            elif col_index[j].numel():
-                smax[:, j] = sim.index_select(1, col_index[j]).amax(dim=1)
-                present[j] = True
+            if class_groups[j].numel():
+                smax[:, j] = group_max.index_select(1, class_groups[j]).amax(dim=1)
         delta = 1.0 - smax
         if kk < n_refs:
-            # delta_j is among the k nearest iff fewer than k references are strictly closer; this
-            # count replaces a k-th-value selection (slow on CPUs) and any gather of the k labels
+            # delta_j counts iff fewer than k references are strictly closer than class j's nearest.
+            # Every reference of a sub-block whose maximum exceeds that similarity may be closer: the
+            # sum of such sub-blocks' sizes bounds the count from above.
             for j in range(c):
-                if bool(present[j]):
-                    # uint8 view + int32 sum: several times faster on CPUs than summing bools
-                    closer = torch.gt(sim, smax[:, j:j + 1]).view(torch.uint8).sum(dim=1, dtype=torch.int32)
-                    delta[:, j] = torch.where(closer < kk, delta[:, j], torch.ones_like(delta[:, j]))
+                if not bool(present[j]):
+                    continue
+                thr = smax[:, j:j + 1]
+                bound = (block_max > thr).float() @ lay.block_sizes
+                rows = torch.nonzero(bound >= kk).flatten()
+                if rows.numel():
+                    closer = torch.gt(sim.index_select(0, rows), thr.index_select(0, rows))
+                    closer = closer.view(torch.uint8).sum(dim=1, dtype=torch.int32)
+                    out = rows[closer >= kk]
+                    delta[out, j] = 1.0
         delta[:, ~present] = 1.0
-        nearest.append(best if order is None else order[best])
+        best = group_max.argmax(dim=1)  # first maximum: the earliest group on ties
+        nearest.append(lay.first_index[best])
         weight.append(entropy_weight(delta))
-        del sim
+        del sim, block_max
     return ReferenceResult(torch.cat(nearest), torch.cat(weight))
 
 
