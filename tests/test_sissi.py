@@ -134,3 +134,41 @@ def test_runs_in_the_training_loop(method):
         # training images are the synthetic ones, the correction's reference keeps the real image
         assert trainer.method.real_images[0] is not None
         assert not np.array_equal(trainer._ctx.items[0].image, image)
+
+
+def test_mixed_batches_with_a_clean_source_set(tmp_path):
+    from tests.test_evaluation_helpers import make_dataset
+
+    torch.set_num_threads(1)
+    clean = make_dataset(tmp_path / "clean", n=3, size=48)
+    image, truth, noisy = _scene()
+    item = TrainingItem(image, noisy, LabelKind.NOISY, name="a")
+    params = {"tta_scales": [1.0], "tta_flips": False, "epoch_iters": 2, "clean_source": str(clean),
+              "blur_kernel": 11, "blur_sigma": 3.0}
+    cfg = TrainConfig(method="sissi", iterations=4, patch_size=(32, 32), batch_size=2, device="cpu",
+                      val_fraction=0.0, preview_every_s=0, method_params=params, log_every=1)
+    trainer = Trainer(cfg, [item], ["background", "nucleus"])
+    updates = list(trainer.updates())
+    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1].data
+    method = trainer.method
+    assert len(method.clean_items) == 3 and method.clean_items[0].image.shape == (1, 48, 48)
+    # equal numbers: each step's forward ran on 2 target + 2 clean patches
+    batch = {"image": torch.zeros(2, 1, 32, 32), "target": torch.zeros(2, 32, 32, dtype=torch.long)}
+    out = method.forward(trainer.models, batch, trainer._ctx)
+    assert out["n_target"] == 2 and out[method.inference_model].logits.shape[0] == 4
+    assert set(np.unique(out["clean_target"].numpy())) <= {IGNORE_INDEX, 0, 1}
+    total, terms = method.loss(batch, out, trainer._ctx)
+    assert torch.isfinite(total) and terms["clean_patches"] == 2.0
+
+
+def test_clean_source_that_does_not_fit_is_refused(tmp_path):
+    from tests.test_evaluation_helpers import make_dataset
+
+    image, _, noisy = _scene()
+    ctx = _ctx([TrainingItem(image, noisy, LabelKind.NOISY, name="a")], None, [])
+    for folder, match in [(tmp_path / "missing", "clean_source"),
+                          (make_dataset(tmp_path / "rgb", n=2, rgb=True), "channels"),
+                          (make_dataset(tmp_path / "sem", task="semantic", n=2), "classes")]:
+        method = create_method("sissi", {"clean_source": str(folder)})
+        with pytest.raises(MethodError, match=match):
+            method.on_start(ctx)

@@ -11,19 +11,29 @@ itself always predicts on the real images.
 Parameters on top of ``adele``'s: ``blur_kernel`` and ``blur_sigma`` (SISSI's code: 71 and 30; a
 weak blur is about 21 and 5), ``synthetic_from_start`` (also before the end of early learning,
 from the initial labels). Volumes are rebuilt slice by slice.
+
+Mixed batches (optional, SISSI's source + target training): ``clean_source`` names a second,
+cleanly annotated dataset folder (``images/``, ``masks/``, ``meta.json``, the layout of
+``labelfx eval``; e.g. another nuclei set). Every step then adds ``clean_batch`` patches of it
+(0 = as many as the batch has, i.e. equal numbers) to the batch, drawn to cover every class, and the
+supervised loss runs on both halves. The clean images are normalised like the training images
+(percentile 1-99.8) and must have the same number of channels and classes.
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..annotations.kinds import IGNORE_INDEX, TrainingItem
 from ..tools.seamless import synthetic_like
 from .adele import Adele
 from .base import MethodContext, MethodError
 from .registry import register_method
+from .rpg import PatchDrawer, stack
 
 
 def synthetic_image(image: np.ndarray, target: np.ndarray, blur_kernel: int, blur_sigma: float) -> np.ndarray:
@@ -41,18 +51,30 @@ class Sissi(Adele):
 
     name = "sissi"
     description = "noisy labels: ADELE start, TTA-fused correction and synthetic-like (seamless cloned) images"
-    defaults = {**Adele.defaults, "blur_kernel": 71, "blur_sigma": 30.0, "synthetic_from_start": False}
+    defaults = {**Adele.defaults, "blur_kernel": 71, "blur_sigma": 30.0, "synthetic_from_start": False,
+                "clean_source": "", "clean_batch": 0}
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
         if int(self.params["blur_kernel"]) < 1 or float(self.params["blur_sigma"]) <= 0:
             raise MethodError(f"{self.name}: blur_kernel must be >= 1 and blur_sigma > 0, got "
                               f"{self.params['blur_kernel']} and {self.params['blur_sigma']}")
+        if int(self.params["clean_batch"]) < 0:
+            raise MethodError(f"{self.name}: clean_batch must be >= 0, got {self.params['clean_batch']}")
         self.real_images: list[np.ndarray] = []
+        self.clean_items: list[TrainingItem] = []
+        self._clean_drawer: PatchDrawer | None = None
+        self._clean_rng = np.random.default_rng(0)
 
     def on_start(self, ctx: MethodContext) -> None:
         super().on_start(ctx)
         self.real_images = [it.image for it in ctx.items]
+        source = str(self.params["clean_source"] or "").strip()
+        if source and not self.clean_items:
+            self.clean_items = load_clean_items(source, ctx)
+            ctx.log(f"{self.name}: mixed batches with {len(self.clean_items)} clean images from {source}")
+        self._clean_drawer = None
+        self._clean_rng = np.random.default_rng([int(torch.initial_seed()) % (2 ** 32), 5])
         if self.params["synthetic_from_start"] and ctx.set_training_items is not None:
             ctx.set_training_items([self._make_item(i, it, it.target) if it.target is not None else it
                                     for i, it in enumerate(ctx.items)])
@@ -64,3 +86,61 @@ class Sissi(Adele):
         real = self._source_image(index, item)
         img = synthetic_image(real, target, int(self.params["blur_kernel"]), float(self.params["blur_sigma"]))
         return replace(item, image=img.astype(np.float32), target=target)
+
+    # -- mixed batches with a clean source set ------------------------------------------------------
+    def forward(self, models: Any, batch: dict[str, torch.Tensor], ctx: MethodContext) -> dict[str, Any]:
+        if not self.clean_items:
+            return super().forward(models, batch, ctx)
+        image = batch["image"]
+        patch = tuple(int(s) for s in image.shape[2:])
+        if self._clean_drawer is None or self._clean_drawer.patch != patch:
+            self._clean_drawer = PatchDrawer(self.clean_items, patch, ctx.num_classes, ctx.multilabel, self._clean_rng)
+        n = int(self.params["clean_batch"]) or image.shape[0]
+        clean = stack(self._clean_drawer.pool(n), image.device)
+        out = models[self.inference_model](torch.cat([image, clean["image"].to(image.dtype)]))
+        return {self.inference_model: out, "clean_target": clean["target"], "n_target": image.shape[0]}
+
+    def loss(self, batch: dict[str, torch.Tensor], outputs: dict[str, Any], ctx: MethodContext
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        if "clean_target" not in outputs:
+            return super().loss(batch, outputs, ctx)
+        # one supervised loss over the target half and the clean half together (equal numbers)
+        target = torch.cat([batch["target"], outputs["clean_target"].to(batch["target"].dtype)])
+        total, terms = super().loss({**batch, "target": target}, outputs, ctx)
+        terms["clean_patches"] = float(outputs["clean_target"].shape[0])
+        return total, terms
+
+
+def load_clean_items(folder: str | Path, ctx: MethodContext) -> list[TrainingItem]:
+    """Training items with full masks from a dataset folder (the ``labelfx eval`` layout).
+
+    Raises
+    ------
+    MethodError
+        When the folder cannot be read, or its images or classes do not fit the training images.
+    """
+    from ..evaluation.dataset import DatasetError, load_dataset
+    from ..evaluation.derive import derive_item
+
+    try:
+        ds = load_dataset(folder)
+    except (DatasetError, OSError) as exc:
+        raise MethodError(f"sissi: clean_source {str(folder)!r}: {exc}") from None
+    if ds.multilabel != bool(ctx.multilabel):
+        raise MethodError(f"sissi: clean_source {ds.root} is {'multi-label' if ds.multilabel else 'multi-class'}, "
+                          f"the training labels are not")
+    k = len(ds.class_names)
+    if k != ctx.num_classes:
+        raise MethodError(f"sissi: clean_source {ds.root} has {k} classes {ds.class_names}, the training labels "
+                          f"{ctx.num_classes} {list(ctx.class_names)}")
+    channels = ctx.items[0].image.shape[0] if ctx.items else None
+    items = []
+    for stem in ds.stems:
+        smp = ds.load(stem)
+        if channels is not None and smp.image.shape[0] != channels:
+            raise MethodError(f"sissi: clean_source image {stem!r} has {smp.image.shape[0]} channels, the training "
+                              f"images {channels}")
+        items.append(derive_item(smp.image, smp.mask, ds.task, "strong", name=stem, raw=smp.raw, num_classes=k))
+    if not items:
+        raise MethodError(f"sissi: clean_source {ds.root} holds no image")
+    return items
