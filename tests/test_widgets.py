@@ -207,3 +207,23 @@ def test_file_open_through_plugin_and_corrupt_files(make_napari_viewer, tmp_path
     assert len(viewer.layers) == 2
     viewer.add_image(np.zeros((8, 8)))
     assert len(viewer.layers) == 3
+
+
+def test_method_settings_show_the_important_ones_and_fold_the_rest(make_napari_viewer):
+    from napari_labelfx.widgets.train import TrainWidget
+
+    w = TrainWidget(make_napari_viewer())
+    form = w.method_params
+    w.method_combo.setCurrentText("rpg+")
+    shown = [form._form.itemAt(i, form._form.LabelRole).widget().text() for i in range(form._form.rowCount())]
+    folded = [form._more_form.itemAt(i, form._more_form.LabelRole).widget().text()
+              for i in range(form._more_form.rowCount())]
+    assert shown == ["pool", "k", "tau"]
+    assert "grid" in folded and "cutout" in folded and not set(shown) & set(folded)
+    assert form.more.isVisibleTo(w) or not w.isVisible()
+    # values() still covers every parameter, shown or folded
+    form._editors["cutout"][0].setValue(0.25)
+    form._editors["pool"][0].setValue(5)
+    assert form.values() == {"cutout": 0.25, "pool": 5}
+    w.method_combo.setCurrentText("supervised")
+    assert form._form.rowCount() == 0 and form._more_form.rowCount() == 3

@@ -67,6 +67,7 @@ class Adele(Supervised):
         "epoch_iters": 0,  # iterations per correction epoch; 0 = the trainer's epoch
         "min_start_epoch": 3,  # correction never starts before this epoch (the fit needs 3 points)
     }
+    important = ("confidence", "epoch_iters", "tta_flips")
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)

@@ -86,6 +86,7 @@ class Method:
     name : registry name.
     description : one line for menus and ``--help``.
     defaults : parameters and their default values; ``params`` overrides them.
+    important : the few parameters the Train panel shows; the others are folded away.
     inference_model : the key of ``build_models``' dict whose network predicts.
     needs_target : patches are drawn only from items with annotated pixels.
     supports_multilabel : the method handles (K, ...) multi-label targets.
@@ -94,6 +95,7 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
+    important: ClassVar[tuple[str, ...]] = ()
     inference_model: ClassVar[str] = "net"
     needs_target: ClassVar[bool] = True
     supports_multilabel: ClassVar[bool] = True

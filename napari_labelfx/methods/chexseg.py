@@ -49,6 +49,7 @@ class CheXseg(Method):
         "cam_scale": 1.0,  # Grad-CAM input: the whole image resized to cam_scale x the patch size
         "max_result_images": 4,  # saliency/pseudo-mask layers sent for at most this many images
     }
+    important: tuple[str, ...] = ("p", "threshold", "classifier_fraction")
     needs_target = True  # the engine samples strong patches; tagged images are drawn here
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:

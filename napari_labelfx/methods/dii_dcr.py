@@ -151,6 +151,7 @@ class DiiDcr(Method):
         "strong_crops": 8,  # strong crops for g_S per weight update
         "dice_weight": 1.0,
     }
+    important = ("dii", "dcr", "tau", "lam")
     supports_multilabel = False
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:

@@ -93,6 +93,7 @@ class FixMatch(_FixMatchMixin, RPG):
     defaults = {"unlabelled_batch": 0, "rampup": 0.1, "result_every": 50, "dice_weight": 1.0,
                 "pool": 1, "grid": 64, "k": 7000, "chunk_elements": 1 << 24, "rpg_weight": 0.0,
                 **_FIXMATCH_DEFAULTS}
+    important = ("tau", "unlabelled_batch")
     use_rpg = False
     use_fixmatch = True
 
@@ -115,6 +116,7 @@ class RPGPlus(_FixMatchMixin, RPG):
     name = "rpg+"
     description = "RPG+: reference-guided pseudo-labels plus FixMatch on a strongly augmented view"
     defaults = {**RPG.defaults, **_FIXMATCH_DEFAULTS}
+    important = ("pool", "k", "tau")
     use_rpg = True
     use_fixmatch = True
 

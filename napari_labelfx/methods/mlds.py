@@ -74,6 +74,7 @@ class MLDS(Method):
         "rampup": 0.3,  # share of training over which unlabeled terms ramp up
         "teacher_noise": 0.1,  # std of Gaussian noise on the teacher's input
     }
+    important: tuple[str, ...] = ("lambda_ds", "lambda_image", "unlabeled")
     needs_target = False  # unlabeled / tagged images are drawn too
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
@@ -223,3 +224,4 @@ class MLDSMeanTeacher(MLDS):
     name = "mlds-mt"
     description = "MLDS + unlabeled images through an EMA mean teacher (or self-taught)"
     defaults = {**MLDS.defaults, "unlabeled": "mean-teacher"}
+    important = ("lambda_ds", "lambda_image", "unlabeled", "ema")

@@ -213,6 +213,7 @@ class RPG(Method):
         "pool": 3, "grid": 64, "k": 7000, "unlabelled_batch": 0, "rpg_weight": 1.0, "rampup": 0.1,
         "chunk_elements": 1 << 24, "result_every": 50, "dice_weight": 1.0,
     }
+    important = ("pool", "k", "grid")
     use_rpg = True
     use_fixmatch = False
 

@@ -20,6 +20,7 @@ class Scribble(Method):
     name = "scribble"
     description = "scribbles: partial cross-entropy on painted pixels only"
     defaults = {"class_balanced": True}
+    important = ("class_balanced",)
 
     def loss(
         self, batch: dict[str, torch.Tensor], outputs: dict[str, Any], ctx: MethodContext

@@ -53,6 +53,7 @@ class Sissi(Adele):
     description = "noisy labels: ADELE start, TTA-fused correction and synthetic-like (seamless cloned) images"
     defaults = {**Adele.defaults, "blur_kernel": 71, "blur_sigma": 30.0, "synthetic_from_start": False,
                 "clean_source": "", "clean_batch": 0}
+    important = ("confidence", "epoch_iters", "blur_sigma", "clean_source")
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)

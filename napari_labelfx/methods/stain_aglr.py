@@ -92,6 +92,7 @@ class StainAgLr(Method):
         "regen_hidden": 16,
         "dice_weight": 1.0,
     }
+    important = ("cons_weight", "reg_weight")
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(params)

@@ -21,6 +21,7 @@ class Supervised(Method):
     name = "supervised"
     description = "strong masks: cross-entropy + soft Dice (BCE + Dice per class when multi-label)"
     defaults = {"ce_weight": 1.0, "dice_weight": 1.0, "dice_include_background": False}
+    important = ()
 
     def loss(
         self, batch: dict[str, torch.Tensor], outputs: dict[str, Any], ctx: MethodContext

@@ -129,6 +129,7 @@ class TrainWidget(QWidget):
         self.method_params = MethodParamsForm()
         self.method_settings = QCollapsible("Method settings")
         self.method_settings.addWidget(self.method_params)
+        self.method_settings.expand(animate=False)  # the few important settings show; the rest fold
         lay.addWidget(self.method_settings)
         self.method_combo.currentTextChanged.connect(self.method_params.set_method)
         self.method_params.set_method(self.method_combo.currentText())
