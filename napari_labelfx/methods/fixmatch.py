@@ -21,6 +21,7 @@ from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE
 from ..data.strong_augment import StrongAugmentConfig, strong_augment
 from .base import MethodContext, MethodError
 from .registry import register_method
+from ._reference import DEFAULT_CHUNK_ELEMENTS
 from .rpg import RPG
 
 
@@ -91,7 +92,7 @@ class FixMatch(_FixMatchMixin, RPG):
     name = "fixmatch"
     description = "FixMatch: confident weak-view pseudo-labels learnt on a strong (RandAugment + CutOut) view"
     defaults = {"unlabelled_batch": 0, "rampup": 0.1, "result_every": 50, "dice_weight": 1.0,
-                "pool": 1, "grid": 64, "k": 7000, "chunk_elements": 1 << 24, "rpg_weight": 0.0,
+                "pool": 1, "grid": 64, "k": 7000, "chunk_elements": DEFAULT_CHUNK_ELEMENTS, "rpg_weight": 0.0,
                 **_FIXMATCH_DEFAULTS}
     important = ("tau", "unlabelled_batch")
     use_rpg = False

@@ -30,7 +30,7 @@ from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE, TrainingItem
 from ..data.checks import known_mask
 from ..data.crop import crop_pad
 from . import losses
-from ._reference import class_presence, pseudo_label_grid, sample_pool
+from ._reference import DEFAULT_CHUNK_ELEMENTS, class_presence, pseudo_label_grid, sample_pool
 from .base import Method, MethodContext, MethodError
 from .registry import register_method
 
@@ -211,7 +211,7 @@ class RPG(Method):
     description = "reference-guided pseudo-labels: nearest annotated pixels in feature space, entropy-weighted"
     defaults = {
         "pool": 3, "grid": 64, "k": 7000, "unlabelled_batch": 0, "rpg_weight": 1.0, "rampup": 0.1,
-        "chunk_elements": 1 << 24, "result_every": 50, "dice_weight": 1.0,
+        "chunk_elements": DEFAULT_CHUNK_ELEMENTS, "result_every": 50, "dice_weight": 1.0,
     }
     important = ("pool", "k", "grid")
     use_rpg = True
