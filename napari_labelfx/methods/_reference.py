@@ -190,7 +190,7 @@ def resolve_k(k: float | int, n_refs: int) -> int:
 
 #: References per sub-block of the search: sub-block maxima bound how many references can be closer
 #: than a class's nearest one, which settles most "among the k nearest" tests without a counting pass.
-SUB_BLOCK = 8
+SUB_BLOCK = 32
 
 
 @dataclass
@@ -206,6 +206,31 @@ class _PoolLayout:
     first_index: torch.Tensor  # (P,) original index of each group's first reference
     group_blocks: list[tuple[int, int]]  # sub-block range of each group
     block_sizes: torch.Tensor  # (Nsub,) float32 real references per sub-block
+
+
+#: Buckets along the first principal direction in the within-group ordering of references.
+ORDER_BUCKETS = 64
+
+
+def _similarity_order_key(r: torch.Tensor) -> torch.Tensor:
+    """A key in [0, 1 + 1/ORDER_BUCKETS) per reference: its bucket along the first principal direction of the features,
+    then its position along the second (a two-level sweep, like reading a page).
+
+    The principal directions come from the exact eigen-decomposition of the F x F covariance
+    (deterministic, unlike randomised PCA, which would draw from the global random generator).
+    """
+    x = r.double()
+    if x.shape[0] < 2 or x.shape[1] < 2:
+        return torch.zeros(x.shape[0], dtype=torch.float64, device=r.device)
+    x = x - x.mean(dim=0, keepdim=True)
+    _, vecs = torch.linalg.eigh(x.t() @ x)
+    p1, p2 = x @ vecs[:, -1], x @ vecs[:, -2]
+
+    def unit(v: torch.Tensor) -> torch.Tensor:
+        span = (v.max() - v.min()).clamp_min(1e-12)
+        return ((v - v.min()) / span).clamp(0.0, 1.0 - 1e-9)
+
+    return (torch.floor(unit(p1) * ORDER_BUCKETS) + unit(p2)) / ORDER_BUCKETS
 
 
 def _layout(r: torch.Tensor, member: torch.Tensor, g: int) -> _PoolLayout:
@@ -224,7 +249,10 @@ def _layout(r: torch.Tensor, member: torch.Tensor, g: int) -> _PoolLayout:
     by_first = torch.argsort(first)
     rank[by_first] = torch.arange(by_first.numel(), device=member.device)
     group = rank[inverse]
-    order = torch.argsort(group, stable=True)
+    # inside a group, order the references along their two main feature directions, so the
+    # references of one sub-block are alike and its minimum and maximum bound each member tightly
+    key = _similarity_order_key(r)
+    order = torch.argsort(group.double() * 4.0 + key)
     counts = torch.bincount(group, minlength=patterns.shape[0]).tolist()
     chunks, blocks, sizes = [], [], []
     start, sub = 0, 0
@@ -301,8 +329,7 @@ def nearest_reference(
     for start in range(0, queries.shape[0], step):
         q = _normalise(queries[start:start + step])
         sim = q @ lay.refs_t  # (chunk, Np); clipping to >= 0 is applied to the maxima below
-        # the one full pass after the product (max_pool1d: ~3x faster than amax over a short last axis)
-        block_max = F.max_pool1d(sim.unsqueeze(1), g).squeeze(1)
+        block_max = sim.view(q.shape[0], n_sub, g).amax(dim=2)  # the one full pass after the product
         group_max = torch.stack([block_max[:, b0:b1].amax(dim=1) for b0, b1 in lay.group_blocks], dim=1)
         group_max.clamp_min_(0.0)
         smax = torch.zeros(q.shape[0], c, dtype=torch.float32, device=q.device)
@@ -313,21 +340,34 @@ def nearest_reference(
         if kk < n_refs:
             # delta_j counts iff fewer than k references are strictly closer than class j's nearest.
             # Every reference of a sub-block whose maximum exceeds that similarity may be closer: the
-            # sum of such sub-blocks' sizes bounds the count from above. (A lower bound from sub-block
-            # minima was tried: on real features it settled too few pairs to pay for its pass.)
+            # sum of such sub-blocks' sizes bounds the count from above.
             # First the farthest present class of each row: when even its bound stays below k, every
             # class of the row is among the k nearest (the usual case for k above ~half the pool).
             far = torch.where(present, smax, torch.full_like(smax, 2.0)).amin(dim=1, keepdim=True)
             open_rows = torch.nonzero((block_max > far).float() @ lay.block_sizes >= kk).flatten()
             sub_max = block_max.index_select(0, open_rows)
+            sub_min = None
             for j in range(c):
                 if not bool(present[j]) or open_rows.numel() == 0:
                     continue
                 thr = smax.index_select(0, open_rows)[:, j:j + 1]
-                rows = open_rows[(sub_max > thr).float() @ lay.block_sizes >= kk]
+                undecided = (sub_max > thr).float() @ lay.block_sizes >= kk
+                n_open = int(undecided.sum())
+                if n_open == 0:
+                    continue
+                if n_open > q.shape[0] // 16:
+                    # many open pairs: a lower bound settles most of them for one more pass. Every
+                    # reference of a sub-block whose minimum exceeds the similarity is closer (padding
+                    # has similarity 0 and only lowers a minimum, so the bound stays safe).
+                    if sub_min is None:
+                        sub_min = sim.view(q.shape[0], n_sub, g).amin(dim=2).index_select(0, open_rows)
+                    surely_out = (sub_min > thr).float() @ lay.block_sizes >= kk
+                    delta[open_rows[surely_out], j] = 1.0
+                    undecided &= ~surely_out
+                rows = open_rows[undecided]
                 if rows.numel() > q.shape[0] // 2:  # mostly undecided: count in place, copying no rows
                     closer = torch.gt(sim, smax[:, j:j + 1]).view(torch.uint8).sum(dim=1, dtype=torch.int32)
-                    delta[closer >= kk, j] = 1.0
+                    delta[rows[closer.index_select(0, rows) >= kk], j] = 1.0
                 elif rows.numel():
                     closer = torch.gt(sim.index_select(0, rows), smax.index_select(0, rows)[:, j:j + 1])
                     closer = closer.view(torch.uint8).sum(dim=1, dtype=torch.int32)
