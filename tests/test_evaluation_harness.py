@@ -102,3 +102,16 @@ def test_scale_trains_small_and_scores_at_full_size(tmp_path):
     assert r["metrics"]["dice"]["nucleus"] > 0.5
     with pytest.raises(EvalError, match="scale"):
         run_eval(root, "supervised", strong=2, iters=1, device="cpu", scale=-1)
+
+
+def test_augment_switches_reach_the_engine(tmp_path):
+    root = make_dataset(tmp_path / "nuclei", n=5)
+    r = run_eval(root, "supervised", strong=2, iters=2, patch=32, batch=2, device="cpu",
+                 augment={"flip": False, "rot90": False})
+    assert r["augment"]["flip"] is False and r["augment"]["rot90"] is False and r["augment"]["intensity"] is True
+    with pytest.raises(EvalError, match="unknown augmentation"):
+        run_eval(root, "supervised", strong=2, iters=1, device="cpu", augment={"mirror": True})
+    parser = add_eval_arguments(argparse.ArgumentParser(prog="labelfx eval"))
+    args = parser.parse_args(["--dataset", str(root), "--method", "supervised", "--iters", "1", "--device", "cpu",
+                              "--augment", "flip"])
+    assert main_eval(args) == 2  # "--augment expects KEY=VALUE"

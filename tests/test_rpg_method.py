@@ -111,3 +111,15 @@ def test_weighted_loss_counts_low_weight_pixels_in_the_mean():
     mask = torch.ones(1, 2, 2, dtype=torch.bool)
     loss = weighted_pseudo_loss(logits, pseudo, weight, mask, False)
     assert float(loss) == pytest.approx(np.log(2) / 4, rel=1e-5)
+
+
+def test_weak_flip_off_leaves_the_unlabelled_view_unflipped(monkeypatch):
+    from napari_labelfx.methods import rpg as rpg_module
+
+    calls = []
+    real = rpg_module.weak_flip
+    monkeypatch.setattr(rpg_module, "weak_flip", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _train("rpg", _items(3, 2), ["bg", "a", "b"], weak_flip=False)
+    assert not calls
+    _train("rpg", _items(3, 2), ["bg", "a", "b"])
+    assert calls  # on by default

@@ -86,6 +86,7 @@ def run_eval(
     patch: int | None = None,
     batch: int | None = None,
     scale: float = 1.0,
+    augment: dict[str, Any] | None = None,
     *,
     instance_split: str = "none",
     min_size: int | None = None,
@@ -185,6 +186,16 @@ def run_eval(
         )
         if batch is not None:
             cfg_kwargs["batch_size"] = int(batch)
+        if augment:
+            from dataclasses import fields
+
+            from ..data.augment import AugmentConfig
+
+            known = {f.name for f in fields(AugmentConfig)}
+            unknown = sorted(set(augment) - known)
+            if unknown:
+                raise EvalError(f"unknown augmentation switch(es) {unknown}; known: {sorted(known)}")
+            cfg_kwargs["augment"] = dict(augment)
         config = TrainConfig(**cfg_kwargs)
         torch.manual_seed(int(seed))
         t0 = time.perf_counter()
@@ -265,6 +276,7 @@ def run_eval(
         "patch_size": list(patch_size),
         "batch_size": int(config.batch_size),
         "scale": scale,
+        "augment": dict(config.augment),
         "method_params": dict(method_params),
         "device": str(resolved_device),
         "seconds": {
@@ -326,18 +338,22 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         help="train and predict at this fraction of the image size, score at full size (1.0)",
     )
     parser.add_argument(
+        "--augment", action="append", default=[], metavar="KEY=VALUE",
+        help="engine augmentation switch, e.g. flip=false rot90=false (repeatable)",
+    )
+    parser.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
         help="method parameter (repeatable; VALUE parsed as JSON when possible)",
     )
     return parser
 
 
-def _parse_params(pairs: list[str]) -> dict[str, Any]:
+def _parse_params(pairs: list[str], option: str = "--param") -> dict[str, Any]:
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise EvalError(f"--param expects KEY=VALUE, got {pair!r}")
+            raise EvalError(f"{option} expects KEY=VALUE, got {pair!r}")
         try:
             params[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -367,7 +383,8 @@ def main_eval(args: argparse.Namespace) -> int:
             report = run_eval(
                 args.dataset, args.method, strong=args.strong, others=args.others, test=args.test, seed=args.seed,
                 iters=args.iters, device=args.device, out=args.out, preset=args.preset, patch=args.patch,
-                batch=args.batch, scale=args.scale, progress=bar, **params,
+                batch=args.batch, scale=args.scale, augment=_parse_params(getattr(args, "augment", []) or [], "--augment"),
+                progress=bar, **params,
             )
         finally:
             if bar is not None:

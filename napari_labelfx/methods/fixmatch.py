@@ -93,6 +93,7 @@ class FixMatch(_FixMatchMixin, RPG):
     description = "FixMatch: confident weak-view pseudo-labels learnt on a strong (RandAugment + CutOut) view"
     defaults = {"unlabelled_batch": 0, "rampup": 0.1, "result_every": 50, "dice_weight": 1.0,
                 "pool": 1, "grid": 64, "k": 7000, "chunk_elements": DEFAULT_CHUNK_ELEMENTS, "rpg_weight": 0.0,
+                "weak_flip": True,
                 **_FIXMATCH_DEFAULTS}
     important = ("tau", "unlabelled_batch")
     use_rpg = False

@@ -211,7 +211,7 @@ class RPG(Method):
     description = "reference-guided pseudo-labels: nearest annotated pixels in feature space, entropy-weighted"
     defaults = {
         "pool": 3, "grid": 64, "k": 7000, "unlabelled_batch": 0, "rpg_weight": 1.0, "rampup": 0.1,
-        "chunk_elements": DEFAULT_CHUNK_ELEMENTS, "result_every": 50, "dice_weight": 1.0,
+        "chunk_elements": DEFAULT_CHUNK_ELEMENTS, "result_every": 50, "dice_weight": 1.0, "weak_flip": True,
     }
     important = ("pool", "k", "grid")
     use_rpg = True
@@ -261,7 +261,10 @@ class RPG(Method):
         if unl:
             unl_t = stack(unl, image.device)
             query = unknown_of(unl_t["target"], unl_t["valid"], ctx.multilabel)
-            (unl_img, query), flips = weak_flip([unl_t["image"], query], self._rng, len(patch))
+            if self.params["weak_flip"]:
+                (unl_img, query), flips = weak_flip([unl_t["image"], query], self._rng, len(patch))
+            else:  # e.g. chest X-rays, whose left and right classes a mirror image swaps
+                unl_img, flips = unl_t["image"], np.zeros((len(unl), len(patch)), bool)
             unl_t["image"], unl_t["query"] = unl_img.to(image.dtype), query
             parts.append(unl_t["image"])
         out = net(torch.cat(parts)) if len(parts) > 1 else net(image)
