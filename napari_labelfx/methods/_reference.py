@@ -12,7 +12,7 @@ The search never builds the full (queries x references) matrix: queries are proc
 size follows a fixed element budget, so memory does not grow with the pool size p or with k. Being
 "among the k nearest" is decided by counting the references strictly closer than each class's nearest
 one (no k-th value selection, no gather of k labels), and most counts are settled by bounds from
-sub-block maxima without touching the similarities again. Multi-label references may belong to several
+sub-block maxima and minima instead of a count. Multi-label references may belong to several
 classes; a reference with no class belongs to an extra "no label" class (see :func:`membership`).
 """
 from __future__ import annotations
@@ -213,8 +213,8 @@ ORDER_BUCKETS = 64
 
 
 def _similarity_order_key(r: torch.Tensor) -> torch.Tensor:
-    """A key in [0, 1 + 1/ORDER_BUCKETS) per reference: its bucket along the first principal direction of the features,
-    then its position along the second (a two-level sweep, like reading a page).
+    """A key in [0, 1 + 1/ORDER_BUCKETS) per reference: its bucket along the first principal direction
+    of the features, then its position along the second (a two-level sweep, like reading a page).
 
     The principal directions come from the exact eigen-decomposition of the F x F covariance
     (deterministic, unlike randomised PCA, which would draw from the global random generator).
@@ -288,9 +288,11 @@ def nearest_reference(
     References are grouped by their class-membership pattern (all references of a group carry the
     same label), so the nearest label is the group with the largest similarity and ``nearest`` is that
     group's first reference. Within each chunk of queries one pass over the similarities gives the
-    maximum of every sub-block of ``sub_block`` references; from these follow each class's nearest
-    similarity and an upper bound on the number of references closer than it. Only the (query,
-    class) pairs whose bounds straddle k are counted exactly.
+    maximum of every sub-block of ``sub_block`` references (references ordered so that a sub-block
+    holds similar features); from these follow each class's nearest similarity and an upper bound on
+    the number of references closer than it. Pairs the upper bound leaves open get a lower bound from
+    sub-block minima when there are many of them; only the (query, class) pairs both bounds leave open
+    are counted exactly.
 
     Parameters
     ----------
