@@ -21,6 +21,14 @@ class LossPlot(FigureCanvasQTAgg):
         self.setMinimumHeight(160)
         self._redraw()
 
+    def draw(self) -> None:
+        # matplotlib queues draw_idle on a timer; when the panel (and this widget's C++ side) is
+        # deleted before the timer fires, Qt raises in update(): nothing is left to draw then
+        try:
+            super().draw()
+        except RuntimeError:
+            pass
+
     def clear(self) -> None:
         self.train.clear()
         self.val.clear()
