@@ -26,8 +26,9 @@ class LossPlot(FigureCanvasQTAgg):
         # deleted before the timer fires, Qt raises in update(): nothing is left to draw then
         try:
             super().draw()
-        except RuntimeError:
-            pass
+        except RuntimeError as exc:
+            if "has been deleted" not in str(exc):
+                raise
 
     def clear(self) -> None:
         self.train.clear()
