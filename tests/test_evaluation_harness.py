@@ -69,10 +69,11 @@ def test_cli_entry_point(tmp_path, capsys):
     parser = add_eval_arguments(argparse.ArgumentParser(prog="labelfx eval"))
     args = parser.parse_args(["--dataset", str(root), "--method", "supervised", "--strong", "2", "--iters", "2",
                               "--patch", "32", "--batch", "2", "--device", "cpu", "--others", "ellipse",
-                              "--out", str(tmp_path / "r.json")])
+                              "--out", str(tmp_path / "r.json"), "--instance-split", "watershed", "--max-dets", "50"])
     assert main_eval(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["others"] == "ellipse" and (tmp_path / "r.json").is_file()
+    assert printed["metrics"]["instances"]["split"] == "watershed" and printed["metrics"]["max_dets"] == 50
     # bad input: message on stderr, exit code 2, nothing written
     tifffile.imwrite(root / "masks" / "im0.tif", np.zeros((8, 8), np.uint16))
     args = parser.parse_args(["--dataset", str(root), "--method", "supervised", "--test", "4", "--strong", "1",
@@ -115,3 +116,24 @@ def test_augment_switches_reach_the_engine(tmp_path):
     args = parser.parse_args(["--dataset", str(root), "--method", "supervised", "--iters", "1", "--device", "cpu",
                               "--augment", "flip"])
     assert main_eval(args) == 2  # "--augment expects KEY=VALUE"
+
+
+def test_noisy_runs_score_their_training_labels(tmp_path):
+    root = make_dataset(tmp_path / "nuclei", n=6)
+    from napari_labelfx.evaluation.derive import DeriveParams
+
+    # no border jitter: the labels are the true objects minus the dropped half
+    common = dict(strong=0, others="noisy-drop:0.5", iters=6, patch=32, batch=2, device="cpu", seed=0,
+                  derive_params=DeriveParams(jitter_min=0, jitter_max=0))
+    base = run_eval(root, "supervised", **common)["metrics"]["training_labels"]
+    assert base["images"] == 4 and "corrected" not in base
+    # painted objects are exact (a few touching ones merge) but half are missing: AP and AR ~ 1/2
+    assert 0.3 < base["initial"]["AP50"] < 0.7 and 0.3 < base["initial"]["AR"] < 0.7
+    fixed = run_eval(root, "adele", epoch_iters=3, tta_scales=[1.0], tta_flips=False, **common)
+    lab = fixed["metrics"]["training_labels"]
+    assert lab["initial"] == base["initial"]  # same split, seed and derivation
+    assert set(lab["corrected"]) == {"AP50", "AP75", "AP", "AR"}
+    assert isinstance(lab["correction_start_epoch"], dict)
+    # full masks are not scored: nothing was derived
+    clean = run_eval(root, "supervised", **{**common, "others": "strong"})
+    assert "training_labels" not in clean["metrics"]

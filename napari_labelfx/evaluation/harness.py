@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..annotations import IGNORE_INDEX
 from ..tools.metrics import InstanceEvaluator, SemanticEvaluator, instances_from_semantic
 from .dataset import EvalDataset, load_dataset, rescale_sample
 from .derive import DeriveParams, class_map, derive_item, iter_objects, parse_kind
@@ -218,6 +219,11 @@ def run_eval(
         if instance is not None:
             # object size as a person would state it: from the strong training masks
             area = _object_scale([samples[s].mask for s in split.strong], ds.task)
+            if area is None:
+                # no full masks: take the size from the objects the person did paint (e.g. noisy labels)
+                painted = [np.where(it.target == IGNORE_INDEX, 0, it.target) for it in items
+                           if it.target is not None and it.target.ndim == spatial_ndim]
+                area = _object_scale(painted, "semantic")
             if area:  # instances are found at the original resolution
                 area = area / scale**spatial_ndim
             if min_size is None:
@@ -247,6 +253,15 @@ def run_eval(
                 row.update(n_true=int(np.unique(smp.mask[smp.mask > 0]).size), n_pred=int(inst.labels.max()))
             per_image.append(row)
         predict_seconds = time.perf_counter() - t0
+        training_labels = None
+        if ds.task == "instance" and split.others and str(others_spec).startswith("noisy"):
+            # how good the labels the network trained on were (and, for label-correcting methods,
+            # became): scored against the true masks of the same training images, at training scale
+            training_labels = _score_training_labels(
+                trainer.method, items, split, samples, instance_split,
+                min_size=max(1, int(round(min_size * scale**spatial_ndim))),
+                min_distance=max(int(round(min_distance * scale)), 1), max_dets=max_dets,
+            )
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -261,6 +276,8 @@ def run_eval(
         }
         box = instance_box.summary()
         metrics["instances_box"] = {k2: box[k2] for k2 in ("AP50", "AP75", "AP", "AR", "max_dets", "iou_type")}
+    if training_labels is not None:
+        metrics["training_labels"] = training_labels
     report = {
         "method": method,
         "dataset": str(ds.root),
@@ -292,6 +309,41 @@ def run_eval(
     if out is not None:
         write_json(out, report)
     return report
+
+
+def _score_training_labels(
+    method: Any, items: list, split: Any, samples: dict, instance_split: str, *,
+    min_size: int, min_distance: int, max_dets: int,
+) -> dict[str, Any]:
+    """AP/AR of the non-strong training labels against the truth: as given, and as corrected.
+
+    ``initial`` scores the targets the run started from; ``corrected`` (only for methods that
+    correct labels, i.e. expose ``corrected_targets()``) the targets after the last correction.
+    """
+    index = {it.name: i for i, it in enumerate(items)}
+    rows = [index[s] for s in split.others if s in index and items[index[s]].target is not None]
+    if not rows:
+        return {}
+    truths = [samples[items[i].name].mask for i in rows]
+    views: dict[str, list] = {"initial": [items[i].target for i in rows]}
+    corrected = getattr(method, "corrected_targets", None)
+    if callable(corrected):
+        targets = corrected()
+        if len(targets) == len(items) and all(targets[i] is not None for i in rows):
+            views["corrected"] = [targets[i] for i in rows]
+    out: dict[str, Any] = {"images": len(rows)}
+    for name, targets in views.items():
+        ev = InstanceEvaluator(max_dets=max_dets)
+        for truth, target in zip(truths, targets):
+            sem = np.where(np.asarray(target) == IGNORE_INDEX, 0, np.asarray(target))
+            inst = instances_from_semantic(sem, min_size=min_size, split=instance_split, min_distance=min_distance)
+            ev.add(truth, inst.labels, scores=inst.scores)
+        summ = ev.summary()
+        out[name] = {k: summ[k] for k in ("AP50", "AP75", "AP", "AR")}
+    start = getattr(method, "start_epoch", None)
+    if isinstance(start, dict):
+        out["correction_start_epoch"] = {str(c): int(e) for c, e in start.items()}
+    return out
 
 
 def _to_original_size(
@@ -342,6 +394,13 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         help="engine augmentation switch, e.g. flip=false rot90=false (repeatable)",
     )
     parser.add_argument(
+        "--instance-split", choices=("none", "watershed"), default="none",
+        help="instance sets: how predicted foreground becomes instances (connected components: none)",
+    )
+    parser.add_argument(
+        "--max-dets", type=int, default=1000, metavar="N", help="instance sets: detections kept per image (1000)",
+    )
+    parser.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
         help="method parameter (repeatable; VALUE parsed as JSON when possible)",
     )
@@ -384,6 +443,7 @@ def main_eval(args: argparse.Namespace) -> int:
                 args.dataset, args.method, strong=args.strong, others=args.others, test=args.test, seed=args.seed,
                 iters=args.iters, device=args.device, out=args.out, preset=args.preset, patch=args.patch,
                 batch=args.batch, scale=args.scale, augment=_parse_params(getattr(args, "augment", []) or [], "--augment"),
+                instance_split=getattr(args, "instance_split", "none"), max_dets=getattr(args, "max_dets", 1000),
                 progress=bar, **params,
             )
         finally:
