@@ -118,7 +118,8 @@ def run_eval(
         512x512 image at 128x128); predictions are resized back and scored at the original size.
     instance_split : ``"none"`` or ``"watershed"``: how predicted foreground becomes instances.
     min_size : smallest predicted instance kept (None: 10 % of the median training object area,
-        computed from the strong training masks, at least 10 pixels).
+        computed from the strong training masks, or without any from the painted training labels,
+        at least 10 pixels).
     max_dets : COCO detections kept per test image (reported).
     derive_params : knobs of the label derivations.
     model_dir : keep the trained model folder here (None: a temporary folder, deleted after).
@@ -127,7 +128,9 @@ def run_eval(
 
     Returns
     -------
-    dict with method, dataset, seed, split sizes and stems, iterations, seconds, device and metrics.
+    dict with method, dataset, seed, split sizes and stems, iterations, seconds, device and metrics
+    (for ``noisy-*`` labels also ``metrics["training_labels"]``: AP/AR of the training labels against
+    the truth, initial and, for label-correcting methods, corrected).
     """
     import torch
 
