@@ -55,8 +55,13 @@ def test_annotate_kinds_classes_tags(make_napari_viewer):
 
     table = get_class_table(viewer.layers["img"])
     assert "mitosis" in table.names
-    w.set_layer_kind(layer, "weak")
-    assert layer.metadata["labelfx_kind"] == "weak"
+    w.set_layer_kind(layer, "noisy")
+    assert layer.metadata["labelfx_kind"] == "noisy"
+    # the table shows the kind set from code, and choosing one there sets the layer's kind
+    combo = w.layer_table.cellWidget(0, 2)
+    assert combo.currentText() == "noisy"
+    combo.setCurrentText("strong")
+    assert layer.metadata["labelfx_kind"] == "strong"
     w.tag_boxes["mitosis"].setChecked(True)
     w.apply_tags(per_slice=False)
     assert viewer.layers["img"].metadata["labelfx_tags"][None] == {"mitosis"}

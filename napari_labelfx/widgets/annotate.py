@@ -203,6 +203,14 @@ class AnnotateWidget(QWidget):
             layer.metadata[_layers.KIND_KEY] = LabelKind(kind).value
         else:
             layer.metadata.pop(_layers.KIND_KEY, None)
+        # keep the table's kind column in step when the kind was set from code (scripts, other panels)
+        for row in range(self.layer_table.rowCount()):
+            item = self.layer_table.item(row, 0)
+            combo = self.layer_table.cellWidget(row, 2)
+            if item is not None and item.text() == layer.name and combo is not None and combo.currentText() != kind:
+                combo.blockSignals(True)
+                combo.setCurrentText(kind)
+                combo.blockSignals(False)
         self._update_hint()
 
     def new_annotation_layer(self, kind: str) -> Any:
