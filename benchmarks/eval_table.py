@@ -1,8 +1,9 @@
 """Markdown tables (mean and spread over seeds) from ``labelfx eval`` result files.
 
 Each ``--row NAME=GLOB`` names one table row and the result files (one per seed) that feed it.
-Columns: the per-class IoU (or Dice) of every class, their mean, the instance metrics when present, and
-the mean training seconds. Cells are ``mean ± sample standard deviation (n)``; with one file, the value.
+Columns: the per-class IoU (or Dice) of every class, their mean, the instance metrics when present, the
+AP50/AR of the training labels (``initial``, ``corrected``) for noisy-label runs, and the mean training
+seconds. Cells are ``mean ± sample standard deviation (n)``; with one file, the value.
 
 Usage::
 
@@ -40,6 +41,11 @@ def collect(files: list[str], metric: str) -> dict[str, list[float]]:
         for key in ("AP50", "AP75", "AP", "AR"):
             if key in m and m[key] is not None and not math.isnan(float(m[key])):
                 cols.setdefault(key, []).append(float(m[key]))
+        # noisy-label runs: how good the training labels were before and after correction
+        for view, lab in (m.get("training_labels") or {}).items():
+            if isinstance(lab, dict) and "AP50" in lab:
+                for key in ("AP50", "AR"):
+                    cols.setdefault(f"labels {key} {view}", []).append(float(lab[key]))
         cols.setdefault("train s", []).append(float(rep["seconds"]["train"]))
         cols.setdefault("seeds", []).append(float(rep["seed"]))
     return cols

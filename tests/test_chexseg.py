@@ -74,3 +74,62 @@ def test_chexseg_bad_parameters():
         create_method("chexseg", {"p": 1.5})
     with pytest.raises(MethodError, match="threshold must be"):
         create_method("chexseg", {"threshold": "max"})
+
+
+def _run_params(params: dict, multilabel: bool = False):
+    cfg = TrainConfig(method="chexseg", iterations=6, batch_size=4, patch_size=(32, 32), device="cpu",
+                      val_fraction=0.0, preview_every_s=0, log_every=1,
+                      method_params={"classifier_fraction": 0.5, "tag_batch": 2, **params})
+    names = ["fg", "bg"] if multilabel else ["background", "lesion"]
+    trainer = Trainer(cfg, _items(multilabel), names, multilabel=multilabel)
+    updates = list(trainer.updates())
+    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1].data
+    return trainer, updates
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_chexseg_distillation_freezes_a_teacher_and_learns_its_soft_outputs(multilabel):
+    trainer, updates = _run_params({"p": 0.0, "distill": True, "temperature": 4.0}, multilabel)
+    method = trainer.method
+    teacher = method._teacher
+    assert teacher is not None and not any(p.requires_grad for p in teacher.parameters())
+    # the teacher is the network at the switch: frozen, so it differs from the trained student now
+    student = trainer.models["net"]
+    assert any(not torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), student.state_dict().values()))
+    train = [r for r in trainer.history if r["kind"] == "train"]
+    assert all("loss_distill" not in r for r in train[:3])
+    assert all(r["loss_distill"] >= 0 and r["loss_pseudo_share"] == 1.0 for r in train[3:])
+    results = [u for u in updates if u.kind == UpdateKind.RESULT]
+    assert results[0].data["markers"] == [[3, "teacher"]]
+    assert not method._pseudo  # no Grad-CAM pseudo-masks in this variant
+
+
+def test_chexseg_distillation_term_is_zero_when_student_equals_teacher():
+    method = create_method("chexseg", {"distill": True, "temperature": 10.0})
+    logits = torch.randn(2, 3, 8, 8)
+
+    class Out:
+        image_logits = None
+
+    out = Out()
+    out.logits = logits
+    from napari_labelfx.annotations import IGNORE_INDEX
+
+    target = torch.full((2, 8, 8), IGNORE_INDEX, dtype=torch.long)
+
+    class Ctx:
+        multilabel = False
+        num_classes = 3
+
+    swapped = torch.tensor([True, True])
+    total, terms = method.loss({}, {"net": out, "n": 2, "target": target, "swapped": swapped,
+                                    "teacher": logits.clone(), "tagged": None}, Ctx())
+    assert float(terms["distill"]) == pytest.approx(0.0, abs=1e-5)
+    _, terms2 = method.loss({}, {"net": out, "n": 2, "target": target, "swapped": swapped,
+                                 "teacher": torch.randn(2, 3, 8, 8) * 5, "tagged": None}, Ctx())
+    assert float(terms2["distill"]) > 0.01
+
+
+def test_chexseg_distillation_bad_parameters():
+    with pytest.raises(MethodError, match="temperature"):
+        create_method("chexseg", {"temperature": 0})

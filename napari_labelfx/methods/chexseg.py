@@ -11,9 +11,16 @@
    layers (saliency images and pseudo-mask labels) that the person can inspect and accept/repaint.
 3. From then on each sample of a batch stays the engine's strong patch with probability ``p``
    (default 0.9), else it is replaced by a random crop of a pseudo-masked image.
+
+Distillation variant (``distill=true``, CheXseg's teacher-student baseline): at the switch the network
+(so far trained on the strong masks) is frozen as the teacher; the samples drawn with probability
+``1 - p`` are crops of images without masks (tagged or not), and the network learns the teacher's
+softened outputs on them (KL divergence at ``temperature``, scaled by its square; BCE against the
+softened sigmoids for multi-label tables) instead of Grad-CAM pseudo-masks.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -48,6 +55,9 @@ class CheXseg(Method):
         "fill_holes": True,
         "cam_scale": 1.0,  # Grad-CAM input: the whole image resized to cam_scale x the patch size
         "max_result_images": 4,  # saliency/pseudo-mask layers sent for at most this many images
+        "distill": False,  # teacher-student variant: soft teacher outputs instead of Grad-CAM masks
+        "temperature": 10.0,  # [A] softening of the teacher's and the student's outputs (distill)
+        "distill_weight": 1.0,  # weight of the distillation term (distill)
     }
     important: tuple[str, ...] = ("p", "threshold", "classifier_fraction")
     needs_target = True  # the engine samples strong patches; tagged images are drawn here
@@ -67,6 +77,10 @@ class CheXseg(Method):
                 ok = False
             if not ok:
                 raise MethodError(f"method 'chexseg': threshold must be 'auto', 'otsu' or a number in (0, 1), got {thr!r}")
+        if float(self.params["temperature"]) <= 0 or float(self.params["distill_weight"]) < 0:
+            raise MethodError("method 'chexseg': temperature must be > 0 and distill_weight >= 0")
+        self._teacher: nn.Module | None = None
+        self._unlabeled: list[np.ndarray] = []
         self._tags = TaggedImageSampler(0)
         self._rng = np.random.default_rng(0)
         self._pseudo: list[tuple[np.ndarray, np.ndarray]] = []
@@ -170,19 +184,24 @@ class CheXseg(Method):
             }
         return out
 
-    def _pseudo_crop(self, patch: tuple[int, ...], multilabel: bool) -> tuple[np.ndarray, np.ndarray]:
-        image, target = self._pseudo[int(self._rng.integers(len(self._pseudo)))]
+    def _pseudo_crop(self, patch: tuple[int, ...], multilabel: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """A random flipped crop of a pseudo-masked image (or, when distilling, of an image without mask)."""
+        if self._teacher is not None:
+            image, target = self._unlabeled[int(self._rng.integers(len(self._unlabeled)))], None
+        else:
+            image, target = self._pseudo[int(self._rng.integers(len(self._pseudo)))]
         spatial = image.shape[1:]
         start = tuple(int(self._rng.integers(0, max(1, d - s + 1))) for d, s in zip(spatial, patch))
         img = crop_pad(image, start, patch, 0.0)
         fill = MULTILABEL_IGNORE if multilabel else IGNORE_INDEX
-        tgt = crop_pad(target, start, patch, fill)
+        tgt = None if target is None else crop_pad(target, start, patch, fill)
         # flips as a light augmentation (the engine augmented only its own patches)
         for axis in range(len(patch)):
             if self._rng.random() < 0.5:
                 img = np.flip(img, axis + 1)
-                tgt = np.flip(tgt, axis + (1 if multilabel else 0))
-        return np.ascontiguousarray(img), np.ascontiguousarray(tgt)
+                if tgt is not None:
+                    tgt = np.flip(tgt, axis + (1 if multilabel else 0))
+        return np.ascontiguousarray(img), None if tgt is None else np.ascontiguousarray(tgt)
 
     # -- training ------------------------------------------------------------------------------------
     def forward(self, models: Mapping[str, nn.Module], batch: dict[str, torch.Tensor], ctx: MethodContext) -> dict[str, Any]:
@@ -190,22 +209,30 @@ class CheXseg(Method):
         patch = tuple(int(s) for s in x.shape[2:])
         self._patch = patch
         swapped = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        if self._pseudo:
+        if self._pseudo or (self._teacher is not None and self._unlabeled):
             swap = self._rng.random(x.shape[0]) >= float(self.params["p"])
             if swap.any():
                 x, target = x.clone(), target.clone()
+                fill = MULTILABEL_IGNORE if ctx.multilabel else IGNORE_INDEX
                 for i in np.flatnonzero(swap):
                     img, tgt = self._pseudo_crop(patch, ctx.multilabel)
                     x[i] = torch.from_numpy(img).to(x.device, x.dtype)
-                    target[i] = torch.from_numpy(tgt).to(target.device, target.dtype)
+                    if tgt is None:  # distillation: no hard target, the teacher's soft one in loss()
+                        target[i] = fill
+                    else:
+                        target[i] = torch.from_numpy(tgt).to(target.device, target.dtype)
                 swapped = torch.from_numpy(swap).to(x.device)
+        teacher = None
+        if self._teacher is not None and bool(swapped.any()):
+            with torch.no_grad():
+                teacher = self._teacher(x[swapped]).logits.float()
         extra = None
         if float(self.params["lambda_cls"]) > 0:
             extra = self._tags.sample(ctx.items, int(self.params["tag_batch"]), patch, x.device)
         n = x.shape[0]
         inp = x if extra is None else torch.cat([x, extra[0].to(x.dtype)])
         out = models["net"](inp)
-        return {"net": out, "n": n, "target": target, "tagged": extra, "swapped": swapped}
+        return {"net": out, "n": n, "target": target, "tagged": extra, "swapped": swapped, "teacher": teacher}
 
     def loss(
         self, batch: dict[str, torch.Tensor], outputs: dict[str, Any], ctx: MethodContext
@@ -221,6 +248,18 @@ class CheXseg(Method):
         total = seg + float(self.params["dice_weight"]) * dice
         terms: dict[str, torch.Tensor | float] = {"ce": seg.detach(), "dice": dice.detach(),
                                                    "pseudo_share": outputs["swapped"].float().mean()}
+        teacher = outputs.get("teacher")
+        if teacher is not None:
+            t = float(self.params["temperature"])
+            student = logits[outputs["swapped"]].float() / t
+            if ctx.multilabel:
+                kd = F.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher / t))
+            else:  # per-pixel KL(teacher || student), averaged over pixels
+                kd = F.kl_div(F.log_softmax(student, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                              reduction="none").sum(1).mean()
+            kd = kd * t * t  # keeps the gradient scale independent of the temperature (Hinton et al.)
+            total = total + float(self.params["distill_weight"]) * kd
+            terms["distill"] = kd.detach()
         lam = float(self.params["lambda_cls"])
         if lam > 0 and out.image_logits is not None:
             # classifier: strong patches (classes present in the patch) + whole tagged images
@@ -240,12 +279,32 @@ class CheXseg(Method):
 
     def on_iteration(self, ctx: MethodContext) -> None:
         switch = int(round(float(self.params["classifier_fraction"]) * ctx.total_iterations))
+        if bool(self.params["distill"]):
+            if self._teacher is None and ctx.iteration >= max(1, switch):
+                self._start_distillation(ctx)
+            return
         if self._made or ctx.iteration < max(1, switch) or not self._tags.tagged_indices(ctx.items):
             return
         self.make_pseudo_masks(ctx, getattr(self, "_patch", (128, 128)))
         if ctx.emit_result is not None and self._results:
             ctx.emit_result({"layers": self._results, "markers": [[ctx.iteration, "pseudo-masks"]],
                              "message": f"chexseg: {len(self._pseudo)} Grad-CAM pseudo-masks ready"})
+
+    def _start_distillation(self, ctx: MethodContext) -> None:
+        """Freeze the network trained so far (strong masks) as the teacher of the images without masks."""
+        ndim = len(getattr(self, "_patch", (128, 128)))
+        self._unlabeled = [it.image for it in ctx.items if it.target is None and it.image.ndim - 1 == ndim]
+        if not self._unlabeled:
+            ctx.log("chexseg: distill=true but no image without a mask: training on the strong masks only", "warning")
+        teacher = copy.deepcopy(ctx.models["net"]).eval()
+        for prm in teacher.parameters():
+            prm.requires_grad_(False)
+        self._teacher = teacher
+        ctx.log(f"chexseg: teacher frozen at iteration {ctx.iteration}; distilling on {len(self._unlabeled)} images "
+                f"at temperature {float(self.params['temperature']):g}")
+        if ctx.emit_result is not None:
+            ctx.emit_result({"layers": {}, "markers": [[ctx.iteration, "teacher"]],
+                             "message": f"chexseg: distilling from the teacher on {len(self._unlabeled)} images"})
 
     def result_layers(self) -> dict[str, Any]:
         return {}  # sent once, when made (see on_iteration): large arrays are not re-sent every epoch
