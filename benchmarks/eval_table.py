@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             if key not in header and key != "seeds":
                 header.append(key)
         rows.append((name, cols, len(files)))
+    if "train s" in header:  # last, whatever the first file held
+        header.append(header.pop(header.index("train s")))
     print("| method | n | " + " | ".join(header) + " |")
     print("|---|---|" + "---|" * len(header))
     for name, cols, n in rows:
