@@ -29,6 +29,9 @@ def test_instance_set_trains_predicts_and_scores(tmp_path):
     split = r["split"]
     assert not (set(split["test"]) & set(split["strong"] + split["others"]))
     assert r["iterations"] == 40 and r["patch_size"] == [32, 32] and r["batch_size"] == 4
+    vals = r["validation"]
+    assert [v["iteration"] for v in vals] == [8, 16, 24, 32, 40]  # every iterations // 5
+    assert r["best_iteration"] == min(vals, key=lambda v: v["val_loss"])["iteration"]
     m = r["metrics"]
     for key in ("AP50", "AP75", "AP", "AR"):
         assert 0.0 <= m[key] <= 1.0 and m[key] == m["instances"][key]

@@ -292,6 +292,10 @@ def run_eval(
         "iterations": int(result.iterations),
         "iterations_requested": iterations,
         "stopped_reason": result.stopped_reason,
+        # the test images are predicted with the best checkpoint by validation loss: say which one
+        "validation": [{"iteration": int(r["iteration"]), "val_loss": r["val_loss"]}
+                       for r in result.history if r.get("kind") == "val"],
+        "best_iteration": _best_iteration(result.history),
         "preset": preset,
         "patch_size": list(patch_size),
         "batch_size": int(config.batch_size),
@@ -312,6 +316,12 @@ def run_eval(
     if out is not None:
         write_json(out, report)
     return report
+
+
+def _best_iteration(history: list[dict]) -> int | None:
+    """Iteration of the lowest validation loss (the checkpoint that was scored), None without validation."""
+    vals = [r for r in history if r.get("kind") == "val" and r.get("val_loss") is not None]
+    return int(min(vals, key=lambda r: float(r["val_loss"]))["iteration"]) if vals else None
 
 
 def _score_training_labels(
