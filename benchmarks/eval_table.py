@@ -17,6 +17,7 @@ import glob
 import json
 import math
 import statistics
+import sys
 from typing import Any
 
 
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.row:
         name, _, pattern = spec.partition("=")
         files = sorted(glob.glob(pattern))
+        if not files:  # a typo or a run not made: say so rather than print an empty row
+            print(f"eval_table: no file matches {pattern!r}; row {name!r} left out", file=sys.stderr)
+            continue
         cols = collect(files, args.metric) if files else {}
         for key in cols:
             if key not in header and key != "seeds":
