@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if not files:  # a typo or a run not made: say so rather than print an empty row
             print(f"eval_table: no file matches {pattern!r}; row {name!r} left out", file=sys.stderr)
             continue
-        cols = collect(files, args.metric) if files else {}
+        cols = collect(files, args.metric)
         for key in cols:
             if key not in header and key != "seeds":
                 header.append(key)

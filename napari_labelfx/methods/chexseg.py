@@ -296,6 +296,7 @@ class CheXseg(Method):
         self._unlabeled = [it.image for it in ctx.items if it.target is None and it.image.ndim - 1 == ndim]
         if not self._unlabeled:
             ctx.log("chexseg: distill=true but no image without a mask: training on the strong masks only", "warning")
+        # not saved with checkpoints: a resumed run past the switch freezes its resumed network instead
         teacher = copy.deepcopy(ctx.models["net"]).eval()
         for prm in teacher.parameters():
             prm.requires_grad_(False)
