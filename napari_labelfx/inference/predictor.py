@@ -128,13 +128,16 @@ class Predictor:
         ``(C, *spatial)`` for this model, lazily for dask arrays.
 
         ``C`` or ``S`` (RGB samples) is the channel axis; a missing one is added when the model takes
-        one channel; ``T`` and, for 2D models, ``Z`` must have size 1 and are dropped.
+        one channel; ``T`` must have size 1 and is dropped. A 2D model keeps a ``Z`` axis longer than 1,
+        giving ``(C, Z, Y, X)``: the volume is then predicted slice by slice.
         """
         axes = axes.upper()
         if len(axes) != len(data.shape) or len(set(axes)) != len(axes):
             raise InferenceError(f"axes {axes!r} do not describe an array of shape {tuple(data.shape)}")
         arr = data if isinstance(data, (np.ndarray, da.Array)) else _lazy(data)
         spatial = "ZYX" if self.spatial_dims == 3 else "YX"
+        if self.spatial_dims == 2 and "Z" in axes and arr.shape[axes.index("Z")] > 1:
+            spatial = "ZYX"  # a volume through a 2D model: slice by slice
         channel = [a for a in "CS" if a in axes]
         if len(channel) > 1:
             raise InferenceError(f"axes {axes!r} have both C and S; merge the channels first")
@@ -163,10 +166,19 @@ class Predictor:
             )
         return arr
 
+    def is_slicewise(self, image: Any) -> bool:
+        """True when this is a 2D model and ``image`` a channels-first volume ``(C, Z, Y, X)``."""
+        return self.spatial_dims == 2 and len(getattr(image, "shape", ())) == 4
+
     def _as_chw(self, image: Any) -> Any:
-        ndim = len(getattr(image, "shape", ()))
+        shape = tuple(getattr(image, "shape", ()))
+        ndim = len(shape)
         if ndim == self.spatial_dims and self.in_channels == 1:
             return image[None]  # a single-channel image given without its channel axis
+        if self.spatial_dims == 2 and self.in_channels == 1 and ndim == 3 and shape[0] != 1:
+            return image[None]  # a one-channel volume (Z, Y, X) for a 2D model: slice by slice
+        if self.spatial_dims == 2 and ndim == 4:
+            return image  # (C, Z, Y, X): slice by slice
         if ndim != self.spatial_dims + 1:
             axes = "(C, Y, X)" if self.spatial_dims == 2 else "(C, Z, Y, X)"
             raise InferenceError(
@@ -196,7 +208,8 @@ class Predictor:
         if isinstance(roi, (int, np.integer)):
             roi = (int(roi),) * dims
         # a window larger than the image only adds padding: the model takes any size
-        return tuple(max(1, min(int(r), int(s))) for r, s in zip(roi, spatial_shape))
+        # (a volume for a 2D model: the window covers the last two axes)
+        return tuple(max(1, min(int(r), int(s))) for r, s in zip(roi, tuple(spatial_shape)[-dims:]))
 
     # -- prediction --------------------------------------------------------------------------------
     def __call__(
@@ -209,7 +222,9 @@ class Predictor:
     ) -> Prediction:
         """Predict one image ``(C, *spatial)`` (or ``(*spatial)`` for one-channel models) in memory.
 
-        ``normalise`` applies the stored percentile normalisation per channel (use False when the
+        A 2D model predicts a volume ``(C, Z, Y, X)`` slice by slice (normalised over the whole
+        volume, as in training); ``progress`` then hears about slices. ``normalise`` applies the
+        stored percentile normalisation per channel (use False when the
         image is already normalised, e.g. a ``TrainingItem.image``).
         """
         image = self._as_chw(image)
@@ -240,11 +255,13 @@ class Predictor:
         unit: str | None = None,
         chunks: Sequence[int] | None = None,
         progress: Any = None,
+        overwrite: bool = False,
     ) -> Path:
         """Stream the prediction of a (lazy) image ``(C, *spatial)`` into a Zarr label array.
 
-        The image is read one slab (one window deep) at a time along its first spatial axis, so
-        volumes larger than memory work; labels go to ``out_path`` and, if given, the confidence
+        The image is read one slab (one window deep) at a time along its first spatial axis (one Z
+        slice at a time for a 2D model on a volume), so volumes larger than memory work; labels go
+        to ``out_path`` and, if given, the confidence
         to ``confidence_path`` (.zarr or .tif). See :func:`napari_labelfx.inference.predict_to_zarr`.
         """
         image = self._as_chw(image)
@@ -258,4 +275,5 @@ class Predictor:
             tta=self.tta if tta is None else tta, device=self.device, multilabel=self.multilabel,
             normalisation=normalisation, threshold=self.threshold, confidence_path=confidence_path, axes=axes,
             scale=scale, unit=unit, chunks=chunks, attrs=attrs, progress=progress, amp=self.amp,
+            overwrite=overwrite,
         )

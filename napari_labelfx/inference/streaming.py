@@ -26,6 +26,7 @@ from napari_labelfx.inference._runtime import (
     accumulator_device,
     check_image,
     eval_mode,
+    is_slicewise,
     model_attr,
     normalise_roi,
     pad_to_roi,
@@ -37,6 +38,7 @@ from napari_labelfx.inference.labels import labels_dtype, probabilities_to_label
 from napari_labelfx.inference.sliding_window import iter_tile_batches
 from napari_labelfx.inference.tiling import tile_grid, tile_starts
 from napari_labelfx.io.atomic import atomic_path
+from napari_labelfx.io.safety import check_destination
 from napari_labelfx.io.zarr_io import COMPLETE_ATTR, LABELS_ATTR
 
 
@@ -91,10 +93,15 @@ def stream_probabilities(
     The blocks tile ``[0, image.shape[1])`` in order and equal the in-memory prediction up to float
     rounding. Memory: one slab of the input (C x roi depth x plane, raw dtype), the accumulator
     ((K-1) x roi depth x plane, float32; K when multi-label), one batch of tiles through the model,
-    and one block.
+    and one block. A volume ``(C, Z, Y, X)`` given to a 2D model is predicted slice by slice: one
+    block per Z slice, with only that slice in memory.
     """
     if batch_size < 1 or block_rows < 1:
         raise InferenceError(f"batch_size and block_rows must be >= 1, got {batch_size} and {block_rows}")
+    if is_slicewise(model, image):
+        yield from _stream_slices(model, image, roi_size, overlap, batch_size, blend, tta, device, multilabel,
+                                  normalisation, progress, amp)
+        return
     check_image(model, image, None if isinstance(roi_size, (int, np.integer)) else len(roi_size))
     spatial = tuple(int(s) for s in image.shape[1:])
     roi = normalise_roi(roi_size, len(spatial))
@@ -137,6 +144,60 @@ def stream_probabilities(
             blender.advance(finished)
 
 
+def _slice_roi(roi_size: int | Sequence[int]) -> tuple[int, ...]:
+    """The in-plane window of a 2D model on a volume (a 3D size keeps its last two entries)."""
+    if isinstance(roi_size, (int, np.integer)):
+        return normalise_roi(roi_size, 2)
+    return normalise_roi(tuple(roi_size)[-2:], 2)
+
+
+def _stream_slices(
+    model: nn.Module, image: Any, roi_size: int | Sequence[int], overlap: float, batch_size: int, blend: str,
+    tta: bool, device: str | torch.device | None, multilabel: bool | None,
+    normalisation: tuple[np.ndarray, np.ndarray] | None, progress: Any, amp: bool,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """A 2D model on a volume ``(C, Z, Y, X)``: yield ``(z, probabilities (K, 1, Y, X))`` slice by slice.
+
+    Only one raw slice, one slice-sized accumulator and one batch of tiles are in memory at a time.
+    """
+    depth = int(image.shape[1])
+    plane = tuple(int(s) for s in image.shape[2:])
+    # shape-only stand-in: indexing a zarr/dask source just to check it would read pixels
+    check_image(model, _Shape((int(image.shape[0]), *plane)), 2)
+    roi = _slice_roi(roi_size)
+    padded = tuple(max(s, r) for s, r in zip(plane, roi))
+    axis_starts = [tile_starts(s, r, overlap) for s, r in zip(padded, roi)]
+    starts = tile_grid(padded, roi, overlap)
+    total = depth * len(starts)
+    dev = resolve_device(model, device)
+    if multilabel is None:
+        multilabel = bool(model_attr(model, "multilabel", False))
+    k_guess = model_attr(model, "num_classes", 1)
+    acc_dev = accumulator_device(dev, 4 * k_guess * int(np.prod(padded)))
+    crop = (slice(None), slice(0, plane[0]), slice(0, plane[1]))
+    model.to(dev)
+    with eval_mode(model):
+        forward = TileForward(model, dev, 2, multilabel, tta, amp)
+        prepare = _Normaliser(normalisation)
+        done = 0
+        for z in range(depth):
+            raw = pad_to_roi(np.asarray(image[:, z]), roi)
+            blender = Blender(padded, roi, axis_starts, blend, acc_dev, implicit_last=not multilabel)
+            for batch, probs in iter_tile_batches(forward, raw, starts, roi, batch_size, prepare):
+                blender.add(batch, probs)
+                done += len(batch)
+                report_progress(progress, len(batch), done, total)
+            block = blender.result(0, padded[0], inplace=True)[crop]
+            yield z, np.ascontiguousarray(block.cpu().numpy()[:, None], dtype=np.float32)
+
+
+class _Shape:
+    """An object with only a ``shape`` (for shape checks)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+
 def _default_chunks(shape: Sequence[int], axes: str) -> tuple[int, ...]:
     """About 1-4 MB chunks, like the io label writer: (16, 256, 256) bricks in volumes, 1024^2 in 2D."""
     out = []
@@ -174,8 +235,10 @@ class _ZarrOut:
 class _TiffOut:
     """A float32 TIFF written through a memory map (pages reach the disk, not the heap)."""
 
-    def __init__(self, tmp: Path, shape: tuple[int, ...], dtype: Any) -> None:
-        self.array = tifffile.memmap(str(tmp), shape=shape, dtype=dtype, photometric="minisblack", bigtiff=True)
+    def __init__(self, tmp: Path, shape: tuple[int, ...], dtype: Any, metadata: dict[str, Any] | None = None) -> None:
+        # the metadata carries the labelfx block, so a later run may replace this file (io.safety)
+        self.array = tifffile.memmap(str(tmp), shape=shape, dtype=dtype, photometric="minisblack", bigtiff=True,
+                                     metadata=metadata)
 
     def write(self, index: tuple[slice, ...], block: np.ndarray) -> None:
         self.array[index] = block
@@ -207,6 +270,7 @@ def predict_to_zarr(
     attrs: dict[str, Any] | None = None,
     progress: Any = None,
     amp: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Stream the labels (and optionally the confidence) of a large image into Zarr.
 
@@ -215,7 +279,8 @@ def predict_to_zarr(
     or ``.tif``) receives the float32 confidence, written the same way. Everything is written in
     temporary paths beside the outputs and renamed at the end, so a failed run leaves no half-written
     files. Other parameters as in :func:`stream_probabilities`; ``axes`` names the spatial axes
-    (default ``"ZYX"``/``"YX"``), ``scale``/``unit`` the pixel size per spatial axis.
+    (default ``"ZYX"``/``"YX"``), ``scale``/``unit`` the pixel size per spatial axis. Existing
+    outputs that labelfx did not write are refused unless ``overwrite`` (see `io.safety`).
 
     Returns
     -------
@@ -232,9 +297,15 @@ def predict_to_zarr(
             raise InferenceError(f"{confidence_path}: the confidence map is written as .zarr, .tif or .tiff")
         if confidence_path.resolve() == out_path.resolve():
             raise InferenceError(f"{confidence_path}: labels and confidence need different paths")
+    # before any work: never replace the person's data, fail early on an unwritable folder
+    check_destination(out_path, overwrite=overwrite, what="labels")
+    if confidence_path is not None:
+        check_destination(confidence_path, overwrite=overwrite, what="confidence")
     if multilabel is None:
         multilabel = bool(model_attr(model, "multilabel", False))
-    settings = {"kind": "prediction", "multilabel": multilabel, "roi_size": list(normalise_roi(roi_size, len(spatial))),
+    slicewise = is_slicewise(model, image)
+    roi = _slice_roi(roi_size) if slicewise else normalise_roi(roi_size, len(spatial))
+    settings = {"kind": "prediction", "multilabel": multilabel, "roi_size": list(roi), "slicewise": slicewise,
                 "overlap": overlap, "blend": blend, "tta": tta, **(attrs or {})}
     base_attrs = {"scale": list(scale) if scale is not None else [1.0] * len(spatial), "unit": unit}
     blocks = stream_probabilities(
@@ -263,7 +334,8 @@ def predict_to_zarr(
                         conf_out = _ZarrOut(tmp_conf, spatial, np.float32, axes, chunks,
                                             {"axes": axes, **base_attrs, "labelfx": {**settings, "num_classes": k}})
                     else:
-                        conf_out = _TiffOut(tmp_conf, spatial, np.float32)
+                        conf_out = _TiffOut(tmp_conf, spatial, np.float32, {"axes": axes, "labelfx": {
+                            "labels": False, "axes": axes, "shape": list(spatial), **base_attrs, "metadata": {}}})
             labels, confidence = probabilities_to_labels(probs, multilabel, threshold)
             rows = slice(z, z + probs.shape[1])
             labels_out.write((slice(None), rows) if multilabel else (rows,), labels)

@@ -3,11 +3,56 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import LabelfxIOError
+
+#: Temporaries carry the writer's process id, so a later write can tell a dead writer's leftovers
+#: (a killed save) from a write still in progress in another process.
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]+")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but belongs to someone else (or cannot tell): leave it alone
+    return True
+
+
+def clean_stale_temporaries(dest: str | os.PathLike) -> list[Path]:
+    """Remove temporaries of ``dest`` left by writers that died (killed saves); return them.
+
+    Only names this module creates (``.<name>.tmp-<pid>-<hex>``/``.old-``) whose process is gone
+    are touched, never anything else in the folder.
+    """
+    dest = Path(dest)
+    folder = dest.parent if str(dest.parent) else Path(".")
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if m is None or m.group("name") != dest.name or _pid_alive(int(m.group("pid"))):
+            continue
+        _remove(entry)
+        removed.append(entry)
+    return removed
+
+
+def temp_token() -> str:
+    """``<pid>-<random>``: the suffix of every temporary name, see `clean_stale_temporaries`."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:10]}"
 
 
 def _remove(path: Path) -> None:
@@ -37,8 +82,9 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     dest = Path(dest)
     folder = dest.parent if str(dest.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(dest)
     # keep the real suffix last so writers that dispatch on the extension (tifffile, zarr) still work
-    tmp = folder / f".{dest.name}.tmp-{uuid.uuid4().hex[:10]}{''.join(dest.suffixes[-1:])}"
+    tmp = folder / f".{dest.name}.tmp-{temp_token()}{''.join(dest.suffixes[-1:])}"
     try:
         yield tmp
         if not tmp.exists():
@@ -50,11 +96,18 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
 
 
 def _replace(tmp: Path, dest: Path) -> None:
-    """Move ``tmp`` onto ``dest``; an existing directory at ``dest`` is swapped out, then deleted."""
+    """Move ``tmp`` onto ``dest``; an existing directory at ``dest`` is swapped out, then deleted.
+
+    A folder is never deleted to make room for a file: that is refused (callers decide with
+    `io.safety.check_destination` whether a folder may be replaced by a new folder).
+    """
+    if dest.is_dir() and not dest.is_symlink() and not tmp.is_dir():
+        raise LabelfxIOError(dest, "is an existing folder; a file is never written over a folder")
     if tmp.is_dir() and dest.exists() or dest.is_dir() and not dest.is_symlink():
         # os.replace cannot overwrite a non-empty directory: park the old one beside it first,
         # so at every moment either the old or the new complete version is at a known path
-        parked = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        parked = dest.parent / f".{dest.name}.old-{temp_token()}"
+        parked.mkdir()
         old = parked / "old"
         os.replace(dest, old)
         try:

@@ -17,6 +17,7 @@ from .atomic import atomic_path
 from .axes import CANONICAL, guess_axes
 from .errors import LabelfxIOError, describe_exception
 from .reader import read_image
+from .safety import check_destination
 from .tiff import LABELFX_KEY, TIFF_SUFFIXES
 from .zarr_io import COMPLETE_ATTR, LABELS_ATTR
 
@@ -88,6 +89,7 @@ def write_labels(
     metadata: dict[str, Any] | None = None,
     axes: str | None = None,
     unit: str | None = "um",
+    overwrite: bool = False,
 ) -> Path:
     """Write a label image atomically as TIFF (.tif/.tiff) or Zarr v3 (.zarr).
 
@@ -108,6 +110,8 @@ def write_labels(
     metadata : JSON-serialisable extra facts, returned by `read_labels`.
     axes : letters from "TZCYX" in that order, one per dimension (default: YX, ZYX, ...).
     unit : unit of ``scale`` ("um" by default; None for pixels).
+    overwrite : also replace an existing file or Zarr store that labelfx did not write (a file or
+        Zarr array labelfx wrote is always replaced; a plain folder never is).
 
     Returns
     -------
@@ -115,9 +119,10 @@ def write_labels(
 
     Raises
     ------
-    LabelfxIOError : unsupported extension, non-integer data, bad scale/axes/metadata, I/O failure.
+    LabelfxIOError : unsupported extension, non-integer data, bad scale/axes/metadata, I/O failure,
+        or a destination whose replacement would lose data (see `io.safety.check_destination`).
     """
-    return _write(path, data, scale, metadata, axes, unit, labels=True)
+    return _write(path, data, scale, metadata, axes, unit, labels=True, overwrite=overwrite)
 
 
 def write_image(
@@ -127,6 +132,7 @@ def write_image(
     metadata: dict[str, Any] | None = None,
     axes: str | None = None,
     unit: str | None = "um",
+    overwrite: bool = False,
 ) -> Path:
     """Write an image (e.g. a float32 probability or confidence map) like `write_labels` does.
 
@@ -138,11 +144,12 @@ def write_image(
     ------
     LabelfxIOError : unsupported extension or dtype, bad scale/axes/metadata, I/O failure.
     """
-    return _write(path, data, scale, metadata, axes, unit, labels=False)
+    return _write(path, data, scale, metadata, axes, unit, labels=False, overwrite=overwrite)
 
 
 def _write(path: str | os.PathLike, data: Any, scale: Sequence[float] | None,
-           metadata: dict[str, Any] | None, axes: str | None, unit: str | None, labels: bool) -> Path:
+           metadata: dict[str, Any] | None, axes: str | None, unit: str | None, labels: bool,
+           overwrite: bool = False) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     arr = _level0_array(path, data, labels)
@@ -151,6 +158,8 @@ def _write(path: str | os.PathLike, data: Any, scale: Sequence[float] | None,
     scale_ = _check_scale(path, scale, len(shape))
     block = _json_block(path, axes_, shape, scale_, unit, metadata, labels)
     what = "labels" if labels else "image"
+    if suffix in TIFF_SUFFIXES or suffix == ".zarr":
+        check_destination(path, overwrite=overwrite, what=what)
     try:
         if suffix in TIFF_SUFFIXES:
             with atomic_path(path) as tmp:

@@ -7,7 +7,6 @@ own result layers. Annotations painted while training are sent to the trainer ev
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -461,15 +460,14 @@ class TrainWidget(QWidget):
             folder = QFileDialog.getExistingDirectory(self, "Save model to folder")
             if not folder:
                 return None
-        dest = Path(folder)
-        if dest.exists() and any(dest.iterdir()):
-            dest = dest / self.model_dir.name
-        tmp = dest.with_name(dest.name + ".tmp-labelfx")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(self.model_dir, tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
+        from ..engine.model_folder import copy_model_folder
+
+        # never deletes the person's files: a non-empty folder that is not a model gets a subfolder
+        try:
+            dest = copy_model_folder(self.model_dir, folder)
+        except Exception as exc:  # GUI boundary: a notification, never an escaped exception
+            show_error(f"LabelFX: model not saved: {exc}")
+            return None
         show_info(f"LabelFX: model saved to {dest}")
         return dest
 
@@ -485,7 +483,7 @@ class TrainWidget(QWidget):
                 return
         try:
             load_model(folder)
-        except (ValueError, FileNotFoundError, OSError) as exc:
+        except Exception as exc:  # GUI boundary: any failure (even out of memory) is a notification
             show_error(f"LabelFX: cannot load model from {folder}: {exc}")
             return
         self.loaded_model_dir = Path(folder)

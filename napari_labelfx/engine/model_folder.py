@@ -1,0 +1,73 @@
+"""Copying a model folder somewhere a person chose, without ever deleting their files.
+
+Used by the Train panel's "Save model": the destination folder is often an existing project or
+thesis folder, so the copy goes *inside* it unless it already is a labelfx model folder, and a
+labelfx model folder is replaced atomically (the old one is swapped out only once the new one is
+complete).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from ..annotations._files import atomic_write_folder
+from ..io.errors import LabelfxIOError
+from ..io.safety import check_writable
+
+#: Every file a labelfx model folder may hold; a folder with anything else is the person's.
+MODEL_FOLDER_FILES = frozenset({"model.safetensors", "model.pt", "model.pth", "config.json", "training_state.pt"})
+_WEIGHTS = ("model.safetensors", "model.pt", "model.pth")
+
+
+def is_model_folder(path: str | os.PathLike) -> bool:
+    """True for a folder holding only the files of a labelfx model (weights + config.json)."""
+    path = Path(path)
+    try:
+        entries = list(path.iterdir())
+        doc = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
+        return False
+    if not any((path / w).is_file() for w in _WEIGHTS):
+        return False
+    return all(e.is_file() and e.name in MODEL_FOLDER_FILES for e in entries)
+
+
+def copy_model_folder(src: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """Copy the model folder ``src`` to ``folder`` (or to ``folder/<src name>``) and return where.
+
+    * ``folder`` missing or empty, or a labelfx model folder: the model goes there (a previous
+      model is replaced only once the copy is complete);
+    * any other non-empty folder: the model goes into ``folder/<src name>``, which must itself be
+      missing, empty or a labelfx model folder. Nothing the person made is ever deleted.
+
+    Raises
+    ------
+    LabelfxIOError : ``src`` is gone (e.g. its temporary run folder was removed), or the
+        destination is a file, unwritable, or a folder that is not a labelfx model.
+    """
+    src = Path(src)
+    if not src.is_dir() or not any((src / w).is_file() for w in _WEIGHTS):
+        raise LabelfxIOError(src, "the model folder no longer exists (was the run folder removed?); "
+                                  "train again or load a saved model")
+    dest = Path(folder)
+    if dest.exists() and not dest.is_dir():
+        raise LabelfxIOError(dest, "is a file, not a folder; choose a folder to save the model in")
+    if dest.is_dir() and any(dest.iterdir()) and not is_model_folder(dest):
+        dest = dest / src.name
+        if dest.exists() and not (dest.is_dir() and (not any(dest.iterdir()) or is_model_folder(dest))):
+            raise LabelfxIOError(dest, "exists and is not a labelfx model folder; nothing was written: "
+                                       "choose another folder")
+    if Path(os.path.abspath(dest)).resolve() == src.resolve():
+        return dest  # saving a model onto itself: nothing to do
+    check_writable(dest / "config.json")  # before copying
+
+    def fill(tmp: Path) -> None:
+        for entry in src.iterdir():
+            if entry.is_file() and entry.name in MODEL_FOLDER_FILES:
+                shutil.copy2(entry, tmp / entry.name)
+
+    return atomic_write_folder(dest, fill)
