@@ -297,8 +297,11 @@ def test_predictor_to_channels_first():
         pred.to_channels_first(np.zeros((5, 7, 9)), "ZYX")
     one = Predictor(_unet(2))
     assert one.to_channels_first(np.zeros((1, 7, 9)), "ZYX").shape == (1, 7, 9)
-    with pytest.raises(InferenceError, match="channels-first 2D"):
+    # a 2D model takes (C, Z, Y, X) volumes slice by slice; the channel count is still checked
+    with pytest.raises(InferenceError, match="expects 1 channel"):
         one(np.zeros((2, 3, 7, 9), np.float32))
+    with pytest.raises(InferenceError, match="channels-first 2D"):
+        one(np.zeros((2, 2, 3, 7, 9), np.float32))
 
 
 def test_predictor_channels_last_gives_same_probabilities():

@@ -26,6 +26,8 @@ from napari_labelfx.models import ModelConfig, build_model
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 _TORCH_SUFFIXES = (".pt", ".pth")
+#: Model folders inside a training run's output folder, in the order a run folder is resolved.
+RUN_SUBFOLDERS = ("best", "last")
 
 
 class CheckpointError(LabelfxIOError):
@@ -87,7 +89,13 @@ def _locate(path: Path) -> tuple[Path, Path]:
         for name in (MODEL_FILE, "model.pt", "model.pth"):
             if (path / name).is_file():
                 return path / name, config
-        raise CheckpointError(path, f"no {MODEL_FILE} (or model.pt / model.pth) in this model folder")
+        # a training run's output folder: take its best model (by validation loss), else its last one
+        for sub in RUN_SUBFOLDERS:
+            if any((path / sub / name).is_file() for name in (MODEL_FILE, "model.pt", "model.pth")):
+                return _locate(path / sub)
+        raise CheckpointError(
+            path, f"no {MODEL_FILE} (or model.pt / model.pth) in this model folder, nor in its best/ or last/ folder"
+        )
     if not path.exists():
         raise CheckpointError(path, "no such model folder or file")
     if path.suffix == ".json":
@@ -147,6 +155,8 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a model folder (or a weights file with config.json beside it).
+
+    A training run's output folder (holding ``best/`` and ``last/``) gives its best model.
 
     Returns
     -------

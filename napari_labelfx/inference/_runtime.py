@@ -245,6 +245,13 @@ def pad_to_roi(array: np.ndarray, roi: Sequence[int]) -> np.ndarray:
     return np.pad(array, pads, mode="reflect")
 
 
+def is_slicewise(model: nn.Module, image: Any) -> bool:
+    """True when a 2D model is given a channels-first volume ``(C, Z, Y, X)``: it is predicted one
+    Z slice at a time (the main volume workflow: train on a few annotated slices, predict the stack)."""
+    shape = tuple(getattr(image, "shape", ()))
+    return model_attr(model, "spatial_dims", None) == 2 and len(shape) == 4
+
+
 def check_image(model: nn.Module, image: Any, roi_dims: int | None = None) -> int:
     """Validate a channels-first image against the model; return its number of spatial axes."""
     shape = tuple(getattr(image, "shape", ()))

@@ -14,6 +14,7 @@ from napari_labelfx.inference._runtime import (
     accumulator_device,
     check_image,
     eval_mode,
+    is_slicewise,
     model_attr,
     normalise_roi,
     pad_to_roi,
@@ -66,6 +67,8 @@ def sliding_window_predict(
     model : network returning ``SegOutput`` (or logits); put in eval mode for the call, then restored.
     image : channels-first ``(C, Y, X)`` or ``(C, Z, Y, X)`` array-like (numpy, dask, zarr), already
         normalised; it is read into memory once (use ``predict_to_zarr`` for volumes that do not fit).
+        A volume given to a 2D model is predicted one Z slice at a time (a 3D ``roi_size`` then uses
+        its last two entries).
     roi_size : window size (int for all axes, or one per spatial axis). Axes shorter than the ROI are
         mirror-padded up to it and cropped back.
     overlap : fraction of the window shared by neighbouring windows, in [0, 1).
@@ -84,6 +87,11 @@ def sliding_window_predict(
     """
     if batch_size < 1:
         raise InferenceError(f"batch_size must be >= 1, got {batch_size}")
+    if is_slicewise(model, image):
+        return _predict_slices(
+            model, image, roi_size, progress, overlap=overlap, batch_size=batch_size, blend=blend, tta=tta,
+            device=device, num_classes=num_classes, multilabel=multilabel, amp=amp,
+        )
     check_image(model, image, None if isinstance(roi_size, (int, np.integer)) else len(roi_size))
     array = np.asarray(image, dtype=np.float32)
     spatial = array.shape[1:]
@@ -110,3 +118,20 @@ def sliding_window_predict(
             report_progress(progress, len(batch), done, len(starts))
         result = blender.result(0, padded.shape[1], inplace=True)[(slice(None), *(slice(0, s) for s in spatial))]
         return np.ascontiguousarray(result.cpu().numpy(), dtype=np.float32)
+
+
+def _predict_slices(model: nn.Module, image: Any, roi_size: int | Sequence[int], progress: Any,
+                    **kwargs: Any) -> np.ndarray:
+    """A 2D model on a volume ``(C, Z, Y, X)``: each Z slice through the 2D sliding window.
+
+    ``progress`` hears about slices: ``update(1)`` per slice, or ``progress(done_slices, depth)``.
+    """
+    roi = roi_size if isinstance(roi_size, (int, np.integer)) else tuple(roi_size)[-2:]
+    depth = int(image.shape[1])
+    if depth < 1:
+        raise InferenceError(f"the image is empty (shape {tuple(image.shape)})")
+    planes = []
+    for z in range(depth):
+        planes.append(sliding_window_predict(model, np.asarray(image[:, z]), roi, **kwargs))
+        report_progress(progress, 1, z + 1, depth)
+    return np.stack(planes, axis=1)
