@@ -82,7 +82,8 @@ def _assert_same(a: AnnotationSet, b: AnnotationSet):
 def test_round_trip_exact(tmp_path):
     aset = _aset(tmp_path)
     folder = save_project(aset, tmp_path / "proj")
-    assert (folder / "project.json").is_file() and (folder / "annotations.zarr").is_dir()
+    data = json.loads((folder / "project.json").read_text())["data"]
+    assert (folder / "project.json").is_file() and (folder / data).is_dir()
     doc = json.loads((folder / "project.json").read_text())
     first, second = doc["images"]
     assert first["array"] is None and first["source"].endswith("img.tif")  # referenced file
@@ -104,7 +105,8 @@ def test_labels_are_compressed_zarr_v3(tmp_path):
     import zarr
 
     folder = save_project(_aset(tmp_path), tmp_path / "p")
-    arr = zarr.open_array(str(folder / "annotations.zarr" / "labels" / "0" / "0"), mode="r")
+    data = json.loads((folder / "project.json").read_text())["data"]  # the current version folder
+    arr = zarr.open_array(str(folder / data / "labels" / "0" / "0"), mode="r")
     assert arr.metadata.zarr_format == 3 and len(arr.compressors) == 1
     assert not list(folder.rglob("*.pkl")) and not list(folder.rglob("*.pickle"))
 
@@ -146,7 +148,7 @@ def test_failed_save_leaves_old_project_intact(tmp_path, monkeypatch):
         calls["n"] += 1
         if calls["n"] == 3:
             raise OSError("disk full")
-        real(group, path, data)
+        return real(group, path, data)
 
     monkeypatch.setattr(project_mod, "_write_array", failing)
     with pytest.raises(OSError, match="disk full"):
@@ -166,7 +168,7 @@ def test_failed_swap_restores_old_project(tmp_path, monkeypatch):
     real_replace = os.replace
 
     def replace(src, dst):
-        if ".tmp-" in str(src):  # moving the new folder into place fails
+        if str(dst).endswith("project.json"):  # the switch to the new version fails
             raise OSError("rename failed")
         real_replace(src, dst)
 
@@ -176,6 +178,7 @@ def test_failed_swap_restores_old_project(tmp_path, monkeypatch):
     monkeypatch.undo()
     _assert_same(aset, load_project(folder))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "proj"]
+    assert len(list(folder.glob("annotations-*.zarr"))) == 1  # the failed version was removed
 
 
 def test_refuses_to_overwrite_a_foreign_folder(tmp_path):

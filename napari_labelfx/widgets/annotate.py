@@ -388,7 +388,7 @@ class AnnotateWidget(QWidget):
         try:
             aset = annotation_set_from_layers(image, labels, shapes, self._table(), self._tags())
             save_project(aset, folder)
-        except (ValueError, OSError) as exc:
+        except Exception as exc:  # GUI boundary: a notification, never an escaped exception
             show_error(f"LabelFX: project not saved: {exc}")
             return None
         self.project_edit.setText(str(folder))
@@ -406,7 +406,7 @@ class AnnotateWidget(QWidget):
             return
         try:
             aset = load_project(folder)
-        except (ValueError, OSError) as exc:
+        except Exception as exc:  # GUI boundary: a damaged project is a notification, never a crash
             show_error(f"LabelFX: cannot open project {folder}: {exc}")
             return
         for img in aset.images:
