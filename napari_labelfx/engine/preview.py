@@ -90,7 +90,13 @@ def predict_probabilities(
     """Probabilities (K, *spatial) of a channels-first image: one pass when small, else tiled.
 
     The model must already be in eval mode; the caller wraps this in ``torch.inference_mode``.
+    A volume ``(C, Z, Y, X)`` given to a 2D model is predicted slice by slice (methods that relabel
+    whole items, e.g. ADELE, call this on volumes when training in 2D mode).
     """
+    if image.ndim == 4 and getattr(getattr(model, "config", None), "spatial_dims", 3) == 2:
+        planes = [predict_probabilities(model, image[:, z], device, multilabel, tuple(roi_size)[-2:], amp, batch_size)
+                  for z in range(image.shape[1])]
+        return np.stack(planes, axis=1)
     spatial = image.shape[1:]
     limit = MAX_DIRECT_2D if len(spatial) == 2 else MAX_DIRECT_3D
     if int(np.prod(spatial)) <= limit:
