@@ -36,7 +36,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``labelfx predict``."""
-    p.add_argument("--model", required=True, help="model folder written by labelfx train or the Train panel")
+    p.add_argument("--model", required=True, help="model folder written by labelfx train or the Train panel, or a bioimage.io package (.zip)")
     p.add_argument("input", help="image file, volume, Zarr or OME-Zarr (level 0 is used)")
     p.add_argument("output", help="output labels file: .tif/.tiff or .zarr (Zarr streams chunk by chunk)")
     p.add_argument("--confidence", default=None, help="also write the confidence map to this .tif or .zarr")
@@ -96,7 +96,17 @@ def run_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .engine import TrainConfig, Trainer
+    from .methods import available_methods, create_method
 
+    # every setting goes through TrainConfig (and the method's parameter checks) before any data is
+    # read: a bad value is one clear line, never a silent default or a numpy traceback
+    settings = {"iterations": args.iters, "lr": args.lr, "batch_size": args.batch, "resume_from": args.resume,
+                "patch_size": None if args.patch is None else (args.patch,) * (3 if args.spatial == "3d" else 2)}
+    cfg = TrainConfig(method=args.method, preset=args.preset, spatial=args.spatial, device=args.device,
+                      seed=args.seed, output_dir=str(args.out), method_params=_parse_params(args.param),
+                      **{k: v for k, v in settings.items() if v is not None})
+    if cfg.method in available_methods():  # unknown names are reported by the Trainer with the list
+        create_method(cfg.method, cfg.method_params)
     if args.dataset:
         from .evaluation.dataset import load_dataset
         from .evaluation.derive import derive_item
@@ -115,20 +125,10 @@ def run_train(args: argparse.Namespace) -> int:
         class_names = _class_names(args)
         items = items_from_files(args.images, args.labels, args.kind, class_names)
         multilabel = False
-    cfg = TrainConfig(method=args.method, preset=args.preset, spatial=args.spatial, device=args.device,
-                      seed=args.seed, output_dir=str(args.out), method_params=_parse_params(args.param))
-    if args.iters:
-        cfg.iterations = args.iters
-    if args.lr:
-        cfg.lr = args.lr
-    if args.batch:
-        cfg.batch_size = args.batch
-    if args.patch:
-        cfg.patch_size = (args.patch,) * (3 if args.spatial == "3d" else 2)
-    if args.resume:
-        cfg.resume_from = args.resume
     t0 = time.time()
-    trainer = Trainer(cfg, items, class_names, multilabel=multilabel)
+    from .engine.factory import make_trainer
+
+    trainer = make_trainer(cfg, items, class_names, multilabel=multilabel)
     from .engine.trainer import TrainingFailed
 
     try:
@@ -156,7 +156,9 @@ def run_predict(args: argparse.Namespace) -> int:
             check_destination(path, inputs=(args.input, args.model), overwrite=args.overwrite, what=what)
     if args.tile is not None and args.tile < 1:
         raise ValueError(f"--tile must be a positive number of pixels, got {args.tile}")
-    pred = Predictor.from_folder(args.model, device=args.device)
+    from .export.bioimageio_import import open_predictor  # also bioimage.io packages
+
+    pred = open_predictor(args.model, device=args.device)
     img = read_image(args.input)
     data = img.data[0] if img.multiscale else img.data
     chw = pred.to_channels_first(data, img.axes)

@@ -157,6 +157,11 @@ def run_gui(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Entry point of ``labelfx demo``."""
+    # checked here rather than falling back to a default: "--iters 0" must not mean 300
+    if args.iters is not None and args.iters < 1:
+        raise ValueError(f"--iters must be >= 1, got {args.iters}")
+    if args.seconds is not None and not args.seconds > 0:
+        raise ValueError(f"--seconds must be > 0, got {args.seconds}")
     if args.headless:
         metrics = run_headless(args.out, iters=args.iters, device=args.device, seed=args.seed)
         print(json.dumps(metrics, indent=2, default=float))

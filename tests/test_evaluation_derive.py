@@ -168,5 +168,5 @@ def test_derive_item_normalises_and_names():
     item = derive_item(image, inst, "instance", "box", seed=3, name="x")
     assert item.name == "x" and item.kind is LabelKind.WEAK and item.image.dtype == np.float32
     assert item.image.max() == pytest.approx(1.0, abs=0.05) and item.image.min() == pytest.approx(0.0, abs=0.05)
-    assert item.extra["normalisation"] == {"low": 1.0, "high": 99.8}
+    assert item.extra["normalisation"] == {"low": 1.0, "high": 99.8, "robust": True}
     assert item.extra["derived_kind"] == "box"

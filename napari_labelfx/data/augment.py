@@ -75,7 +75,8 @@ class AugmentConfig:
     rot90: bool = True
     intensity: bool = True
     hed: bool = False
-    gain: tuple[float, float] = (0.8, 1.25)
+    # wide on purpose: objects in another image (or next to a saturated one) are often 1.5x dimmer
+    gain: tuple[float, float] = (0.6, 1.6)
     offset: float = 0.1
     gamma: tuple[float, float] = (0.7, 1.5)
     noise: float = 0.05

@@ -22,6 +22,7 @@ from napari_labelfx.engine.device import select_device
 from napari_labelfx.io.atomic import atomic_path
 from napari_labelfx.io.errors import LabelfxIOError
 from napari_labelfx.models import ModelConfig, build_model
+from napari_labelfx.models.budget import check_model_size
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -164,10 +165,17 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         ``engine.device.select_device``), and the whole config.json dict.
     """
     path = Path(path)
+    if (path / "forest.npz").is_file():
+        raise CheckpointError(
+            path, "this model folder holds a pixel forest, not a network: open it with "
+            "napari_labelfx.inference.Predictor.from_folder (or napari_labelfx.forest.load_forest)"
+        )
     weights_path, _ = _locate(path)
     config = read_config(path)
     try:
-        model = build_model(ModelConfig.from_dict(config["model"]))
+        model_cfg = ModelConfig.from_dict(config["model"])
+        check_model_size(model_cfg)  # before building: a damaged config must not exhaust memory
+        model = build_model(model_cfg)
     except ValueError as exc:
         raise CheckpointError(weights_path.parent / CONFIG_FILE, f"invalid model section: {exc}") from exc
     state = load_state_dict(weights_path)

@@ -43,7 +43,7 @@ __all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainerControl", "TrainingF
 log = logging.getLogger(__name__)
 
 #: Written into every model folder: how raw images must be normalised before prediction.
-DEFAULT_NORMALISATION = {"low": 1.0, "high": 99.8}
+DEFAULT_NORMALISATION = {"low": 1.0, "high": 99.8, "robust": True}
 #: Floor of the cosine schedule, as a fraction of the base learning rate.
 MIN_LR_FACTOR = 0.01
 #: Timed previews are spaced so that they take at most this share of the training time (a preview

@@ -38,7 +38,7 @@ from ..tools.classical import ClassicalParams, classical_instances
 #: Kinds ``derive_item`` understands (``noisy-drop`` takes ``:F``, the dropped share, default 0.3).
 DERIVED_KINDS = ("strong", "none", "image-level", "scribble", "box", "ellipse", "noisy-classical", "noisy-drop")
 DEFAULT_DROP = 0.3
-NORMALISATION = {"low": 1.0, "high": 99.8}
+NORMALISATION = {"low": 1.0, "high": 99.8, "robust": True}
 
 
 class DeriveError(ValueError):
@@ -526,7 +526,7 @@ def derive_item(
     Parameters
     ----------
     image : raw pixels, channels first ``(C, *spatial)``; normalised here with
-        :func:`~napari_labelfx.data.normalize.percentile_normalise` (1 - 99.8 %).
+        :func:`~napari_labelfx.data.normalize.percentile_normalise` (1 - 99.8 %, robust white point).
     mask, task, kind, num_classes, params : see :func:`derive_target`.
     seed : run seed; combined with ``name`` so each image has its own stream.
     name : the image's name (its stem).
@@ -540,7 +540,7 @@ def derive_item(
     d = derive_target(mask, task, kind, item_rng(seed, name), raw=raw, num_classes=num_classes, params=params)
     extra = {"normalisation": dict(NORMALISATION), "derived_kind": str(kind), **d["extra"]}
     return TrainingItem(
-        image=percentile_normalise(image, NORMALISATION["low"], NORMALISATION["high"]),
+        image=percentile_normalise(image, NORMALISATION["low"], NORMALISATION["high"], robust=NORMALISATION["robust"]),
         target=d["target"],
         kind=d["kind"],
         instances=d["instances"],

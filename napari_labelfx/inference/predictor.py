@@ -23,7 +23,7 @@ from napari_labelfx.inference.streaming import predict_to_zarr
 #: Window size when neither the call nor the model folder names one (2D, 3D).
 DEFAULT_ROI: dict[int, tuple[int, ...]] = {2: (256, 256), 3: (32, 128, 128)}
 #: Percentiles used when the model folder stores no normalisation (the training default).
-DEFAULT_NORMALISATION = {"low": 1.0, "high": 99.8}
+DEFAULT_NORMALISATION = {"low": 1.0, "high": 99.8, "robust": True}
 
 
 @dataclass
@@ -104,6 +104,8 @@ class Predictor:
         norm = self.config.get("normalisation")
         norm = norm if isinstance(norm, dict) else DEFAULT_NORMALISATION
         self.percentiles = (float(norm.get("low", 1.0)), float(norm.get("high", 99.8)))
+        # models saved before the robust white point existed were trained without it
+        self.robust = bool(norm.get("robust", False))
 
     @classmethod
     def from_folder(
@@ -188,7 +190,7 @@ class Predictor:
 
     def normalisation_for(self, image: Any) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel (low, high) percentile values of a channels-first image (lazy inputs subsampled)."""
-        return channel_percentiles(_lazy(image), *self.percentiles)
+        return channel_percentiles(_lazy(image), *self.percentiles, robust=self.robust)
 
     def roi_for(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
         """The window size used for an image of this spatial shape when the call names none."""

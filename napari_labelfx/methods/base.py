@@ -26,6 +26,30 @@ from torch import nn
 from ..annotations.kinds import TrainingItem
 
 
+
+def _checked_param(method: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` for parameter ``key`` checked against the type of its default (one-line MethodError).
+
+    Parameters typed on the command line arrive as strings or JSON values; a wrong type would
+    otherwise surface deep inside numpy or torch with a message that names neither.
+    """
+    import math
+
+    def bad(what: str) -> MethodError:
+        return MethodError(f"method {method!r}: parameter {key!r} must be {what}, got {value!r:.60}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        if not math.isfinite(value):
+            raise bad("a finite number")
+    # other defaults (None, strings like "auto", lists) may legitimately take several types
+    return value
+
 class MethodError(ValueError):
     """A method name or parameter is unknown or invalid."""
 
@@ -107,6 +131,8 @@ class Method:
             raise MethodError(
                 f"method {self.name!r} has no parameter(s) {unknown}; its parameters are {sorted(self.defaults)}"
             )
+        for key, value in params.items():
+            params[key] = _checked_param(self.name, key, value, self.defaults[key])
         self.params: dict[str, Any] = {**self.defaults, **params}
 
     # -- networks ------------------------------------------------------------------------------------
