@@ -190,3 +190,17 @@ def test_predict_unwritable_output_fails_before_work(model_and_image, tmp_path, 
     rc = main(["predict", "--model", str(tmp_path / "no-model"), str(img), str(blocker / "out.zarr")])
     assert rc == 2  # refused on the output before the (missing) model is even looked at
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_eval_unwritable_out_fails_before_the_run(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    # the dataset does not even exist: the output is checked first, before minutes of training
+    rc = main(["eval", "--dataset", str(tmp_path / "nowhere"), "--method", "supervised",
+               "--out", str(blocker / "result.json")])
+    assert rc == 2
+    assert "not a folder" in capsys.readouterr().err
+    folder = tmp_path / "res.json"
+    folder.mkdir()
+    assert main(["eval", "--dataset", str(tmp_path / "nowhere"), "--method", "supervised", "--out", str(folder)]) == 2
+    assert "is a folder" in capsys.readouterr().err

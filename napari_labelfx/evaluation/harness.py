@@ -134,7 +134,8 @@ def run_eval(
     """
     import torch
 
-    from ..engine import TrainConfig, Trainer, select_device
+    from ..engine import TrainConfig, select_device
+    from ..engine.factory import make_trainer
     from ..inference import Predictor
 
     t_start = time.perf_counter()
@@ -203,7 +204,7 @@ def run_eval(
         config = TrainConfig(**cfg_kwargs)
         torch.manual_seed(int(seed))
         t0 = time.perf_counter()
-        trainer = Trainer(config, items, class_names, multilabel=ds.multilabel)
+        trainer = make_trainer(config, items, class_names, multilabel=ds.multilabel)
         result = trainer.run(progress=progress)
         train_seconds = time.perf_counter() - t0
         folder = result.best_dir or result.last_dir
@@ -442,6 +443,13 @@ def main_eval(args: argparse.Namespace) -> int:
     from ..engine import TrainingFailed
 
     try:
+        if args.out is not None:  # fail before the run, not after minutes of training
+            from ..io.errors import LabelfxIOError
+            from ..io.safety import check_writable
+
+            check_writable(args.out)
+            if Path(args.out).is_dir():
+                raise LabelfxIOError(args.out, "is a folder; --out names the result JSON file")
         params = _parse_params(getattr(args, "param", []) or [])
         bar = None
         try:
