@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_debias_arguments(p)
     p.set_defaults(func=run_debias)
 
+    from .cli_export import add_export_arguments, run_export
+
+    p = sub.add_parser("export", help="export a model folder as ONNX, TorchScript or a bioimage.io package")
+    add_export_arguments(p)
+    p.set_defaults(func=run_export)
+
     p = sub.add_parser("demo", help="open napari with a sample, scribbles and the Train panel, and train live")
     p.add_argument("--headless", action="store_true", help="train without a screen; write prediction, overlay PNG and metrics")
     p.add_argument("--out", default="out/demo-headless", help="output folder for --headless (default: %(default)s)")

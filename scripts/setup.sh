@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything napari-labelfx needs on a fresh Debian/Ubuntu machine with Python >= 3.10:
 # system libraries for Qt/OpenGL and a virtual X server (when root and missing), a virtual
-# environment in .venv, a CPU build of PyTorch and the package with its GUI and test extras.
+# environment in .venv, a CPU build of PyTorch and the package with its GUI, test and export extras.
 # Safe to run again: every step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +43,8 @@ fi
 
 stamp="$VENV/.labelfx-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[setup] installing napari-labelfx with its GUI and test extras"
-  "$VPY" -m pip install -q -e ".[qt,test]"
+  echo "[setup] installing napari-labelfx with its GUI, test and export extras"
+  "$VPY" -m pip install -q -e ".[qt,test,export]"
   touch "$stamp"
 fi
 echo "[setup] ready: $VENV"

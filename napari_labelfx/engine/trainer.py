@@ -304,6 +304,10 @@ class Trainer:
         from .checkpoint import load_model
 
         folder = Path(self.config.resume_from)
+        if folder.suffix == ".zip":  # a bioimage.io package made by labelfx: its model folder
+            from ..export.bioimageio_import import resolve_model
+
+            folder = resolve_model(folder)
         if not folder.is_dir():
             raise ResumeError(f"{folder}: cannot resume: no such model folder")
         model, config = load_model(folder, device="cpu")

@@ -160,7 +160,10 @@ class TrainWidget(QWidget):
         self.predict_btn.clicked.connect(self.predict)
         self.save_btn.clicked.connect(lambda: self.save_model())
         self.load_btn.clicked.connect(lambda: self.load_model())
-        for b in (self.predict_btn, self.save_btn, self.load_btn):
+        self.export_btn = QPushButton("Export model...")
+        self.export_btn.setToolTip("Save the model as a bioimage.io package (.zip), ONNX (.onnx) or TorchScript (.pt)")
+        self.export_btn.clicked.connect(lambda: self.export_model())
+        for b in (self.predict_btn, self.save_btn, self.load_btn, self.export_btn):
             row2.addWidget(b)
         lay.addLayout(row2)
         row3 = QHBoxLayout()
@@ -478,11 +481,17 @@ class TrainWidget(QWidget):
         from ..engine.checkpoint import load_model
 
         if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Load model folder")
+            from ._export import model_source_dialog
+
+            folder = model_source_dialog(self)  # a model folder or a bioimage.io package
             if not folder:
                 return
         try:
-            load_model(folder)
+            from ._export import panel_model_source
+
+            folder, foreign = panel_model_source(folder)
+            if not foreign:
+                load_model(folder)
         except Exception as exc:  # GUI boundary: any failure (even out of memory) is a notification
             show_error(f"LabelFX: cannot load model from {folder}: {exc}")
             return
@@ -490,6 +499,12 @@ class TrainWidget(QWidget):
         self.best_dir = self.last_dir = None
         show_info(f"LabelFX: model loaded from {folder}")
         self.status.setText(f"Model: {folder}")
+
+    def export_model(self, out: str | None = None, fmt: str | None = None) -> Any:
+        """Export the current model (bioimage.io / ONNX / TorchScript) in a worker; see ``_export``."""
+        from ._export import export_model_from_panel
+
+        return export_model_from_panel(self, out, fmt)
 
     def predict(self) -> Any:
         """Predict the whole image or volume in a worker thread; results go to the result layers."""
@@ -508,7 +523,9 @@ class TrainWidget(QWidget):
         def _run() -> Any:
             from ..inference import Predictor
 
-            pred = Predictor.from_folder(model_dir, device=self.device_combo.currentText())
+            from ..export.bioimageio_import import open_predictor  # folders and bioimage.io packages
+
+            pred = open_predictor(model_dir, device=self.device_combo.currentText())
             chw = pred.to_channels_first(np.asarray(data), axes)
             return pred(chw)
 
