@@ -1,6 +1,7 @@
 """`ImageData`: what every reader returns (lazy where the file is large)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +62,7 @@ class ImageData:
     @property
     def nbytes(self) -> int:
         """Uncompressed size of level 0 in bytes."""
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: no int64 overflow
 
     @property
     def lazy(self) -> bool:

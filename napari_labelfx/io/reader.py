@@ -1,6 +1,7 @@
 """One entry point for every supported image source: `read_image`, `can_read`, `describe`."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LabelfxIOError
+from .errors import LabelfxIOError, describe_exception
 from .folder import image_files, read_folder
 from .image_data import EAGER_LIMIT_BYTES, ImageData
 from .raster import is_raster_path, read_raster
@@ -87,17 +88,24 @@ def read_image(path: str | os.PathLike, eager_limit: int = EAGER_LIMIT_BYTES) ->
     if not path.exists():
         raise LabelfxIOError(path, "no such file or folder")
     kind = _kind(path)
-    if kind == "tiff":
-        image = read_tiff(path, eager_limit)
-    elif kind == "zarr":
-        image = read_zarr(path, eager_limit)
-    elif kind == "folder":
-        image = read_folder(path, eager_limit)
-    elif kind == "raster":
-        image = read_raster(path, eager_limit)
-    else:
-        raise LabelfxIOError(
-            path, "unsupported file type (expected .tif/.tiff, .png/.jpg/.bmp, a .zarr folder or an image folder)")
+    try:
+        if kind == "tiff":
+            image = read_tiff(path, eager_limit)
+        elif kind == "zarr":
+            image = read_zarr(path, eager_limit)
+        elif kind == "folder":
+            image = read_folder(path, eager_limit)
+        elif kind == "raster":
+            image = read_raster(path, eager_limit)
+        else:
+            raise LabelfxIOError(
+                path, "unsupported file type (expected .tif/.tiff, .png/.jpg/.bmp, a .zarr folder or an image folder)")
+    except LabelfxIOError:
+        raise
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError, OSError) as exc:
+        # metadata of a shape no check above foresaw: still one line naming the file, never a traceback
+        raise LabelfxIOError(path, f"malformed file or metadata ({describe_exception(exc)})") from exc
+    _check_usable(path, image)
     declared = image.metadata.get("labels")
     if declared is not None:  # the file's own metadata decides
         image.metadata["labels"] = bool(declared)
@@ -108,6 +116,17 @@ def read_image(path: str | os.PathLike, eager_limit: int = EAGER_LIMIT_BYTES) ->
             and (np.issubdtype(image.dtype, np.integer) or image.dtype == bool))
         image.metadata["labels_from"] = "name" if image.metadata["labels"] else None
     return image
+
+
+def _check_usable(path: Path, image: ImageData) -> None:
+    """Refuse what napari and the models cannot show or use (complex/string dtypes, bad scales)."""
+    dtype = np.dtype(image.dtype)
+    if dtype.kind not in "biuf":
+        raise LabelfxIOError(path, f"holds {dtype} data; labelfx reads integer, float or bool images")
+    bad = [s for s in image.scale if not (math.isfinite(s) and s > 0)]
+    if bad:
+        raise LabelfxIOError(path, f"declares the pixel size {tuple(image.scale)} (axes {image.axes}); every "
+                                   "scale must be a positive number")
 
 
 def _size_on_disk(path: Path) -> int:

@@ -1,6 +1,7 @@
 """Zarr v2/v3 arrays and OME-Zarr (NGFF 0.1-0.5) multiscale images, read lazily with zarr 3."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import zarr
 from .axes import canonical_permutation, grid_axes, guess_axes, name_unknown, to_micrometres
 from .errors import LabelfxIOError, describe_exception
 from .image_data import EAGER_LIMIT_BYTES, ImageData
-from .lazy import guarded_dask, read_eager
+from .lazy import check_plausible_shape, guarded_dask, read_eager
 
 ZARR_METADATA_FILES = ("zarr.json", ".zarray", ".zgroup")
 #: Attribute our label writer sets; a reader that sees it opens the array as labels.
@@ -27,6 +28,93 @@ _NAME_TO_AXIS = {
     "s": "S", "rgb": "S", "rgba": "S", "samples": "S",
 }
 _TYPE_TO_AXIS = {"time": "T", "channel": "C"}
+
+
+def _meta_file(path: Path, sub: str = "") -> Path:
+    """The metadata file that holds a node's attributes (for messages naming the file)."""
+    folder = path / sub if sub else path
+    for name in ("zarr.json", ".zattrs", ".zarray", ".zgroup"):
+        if (folder / name).is_file():
+            return folder / name
+    return folder
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _validate_ngff(ms: Any, where: Path) -> None:
+    """Check the parts of an NGFF ``multiscales`` entry the reader uses; the message names the field."""
+
+    def bad(field: str, problem: str) -> LabelfxIOError:
+        return LabelfxIOError(where, f"OME-Zarr metadata field {field} {problem}")
+
+    if not isinstance(ms, dict):
+        raise bad("multiscales[0]", f"must be an object, got {ms!r:.60}")
+    datasets = ms.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        raise bad("multiscales[0].datasets", f"must be a non-empty list, got {datasets!r:.60}")
+    for i, d in enumerate(datasets):
+        if not isinstance(d, dict) or not isinstance(d.get("path"), (str, int)) or isinstance(d.get("path"), bool):
+            raise bad(f"multiscales[0].datasets[{i}]", f"must be an object with a 'path', got {d!r:.60}")
+        _validate_transforms(d.get("coordinateTransformations"), f"multiscales[0].datasets[{i}]", bad)
+    _validate_transforms(ms.get("coordinateTransformations"), "multiscales[0]", bad)
+    axes = ms.get("axes")
+    if axes is None:
+        return
+    if not isinstance(axes, list):
+        raise bad("multiscales[0].axes", f"must be a list, got {axes!r:.60}")
+    if all(isinstance(a, str) for a in axes):
+        return
+    for i, a in enumerate(axes):
+        if not isinstance(a, dict) or not isinstance(a.get("name"), str):
+            raise bad(f"multiscales[0].axes[{i}]", f"must be an axis name or an object with a 'name', got {a!r:.60}")
+        for key in ("type", "unit"):
+            if a.get(key) is not None and not isinstance(a[key], str):
+                raise bad(f"multiscales[0].axes[{i}].{key}", f"must be a string, got {a[key]!r:.60}")
+
+
+def _validate_transforms(transforms: Any, where: str, bad: Any) -> None:
+    if transforms is None:
+        return
+    field = f"{where}.coordinateTransformations"
+    if not isinstance(transforms, list):
+        raise bad(field, f"must be a list of transformations, got {transforms!r:.60}")
+    for i, t in enumerate(transforms):
+        if not isinstance(t, dict):
+            raise bad(f"{field}[{i}]", f"must be an object, got {t!r:.60}")
+        kind = t.get("type")
+        if kind in ("scale", "translation"):
+            values = t.get(kind)
+            if values is None and "path" in t:
+                continue  # stored in a separate array: not used by this reader
+            if not isinstance(values, list) or not all(_is_number(v) for v in values):
+                raise bad(f"{field}[{i}].{kind}", f"must be a list of finite numbers, got {values!r:.60}")
+            if kind == "scale" and not all(v > 0 for v in values):
+                raise bad(f"{field}[{i}].scale", f"must be positive, got {values!r:.60}")
+
+
+def _validate_plain_attrs(attrs: dict[str, Any], ndim: int, where: Path) -> None:
+    """Check the attributes of a plain array (ours: axes, scale, unit; xarray's dimension names)."""
+
+    def bad(field: str, problem: str) -> LabelfxIOError:
+        return LabelfxIOError(where, f"Zarr attribute {field!r} {problem}")
+
+    for key in ("axes", "_ARRAY_DIMENSIONS"):
+        names = attrs.get(key)
+        if names is None or isinstance(names, str):
+            continue
+        if not isinstance(names, list) or not all(n is None or isinstance(n, str) for n in names):
+            raise bad(key, f"must be a string or a list of axis names, got {names!r:.60}")
+    scale = attrs.get("scale")
+    if scale is not None and isinstance(scale, (list, tuple)) and len(scale) == ndim:
+        if not all(_is_number(v) and v > 0 for v in scale):
+            raise bad("scale", f"must be positive finite numbers, got {scale!r:.60}")
+    elif scale is not None and not isinstance(scale, (list, tuple)):
+        raise bad("scale", f"must be a list of numbers, got {scale!r:.60}")
+    unit = attrs.get("unit")
+    if unit is not None and not isinstance(unit, str):
+        raise bad("unit", f"must be a string, got {unit!r:.60}")
 
 
 def is_zarr_path(path: Path) -> bool:
@@ -90,7 +178,7 @@ def _multiscales_attr(attrs: dict[str, Any]) -> tuple[list[dict[str, Any]] | Non
         return ome["multiscales"], ome.get("version")
     ms = attrs.get("multiscales")
     if isinstance(ms, list) and ms:
-        return ms, ms[0].get("version")
+        return ms, ms[0].get("version") if isinstance(ms[0], dict) else None
     return None, None
 
 
@@ -176,6 +264,9 @@ def _read_plain(arr: Any, path: Path, sub: str, name: str, eager_limit: int) -> 
     shape = tuple(int(s) for s in arr.shape)
     if len(shape) < 2 or min(shape) == 0:
         raise LabelfxIOError(path, f"Zarr array has unusable shape {shape}")
+    meta_file = _meta_file(path, sub)
+    check_plausible_shape(meta_file, shape, tuple(int(c) for c in arr.chunks), np.dtype(arr.dtype))
+    _validate_plain_attrs(dict(arr.attrs), len(shape), meta_file)
     try:
         axes = _plain_array_axes(arr)
     except ValueError as exc:
@@ -190,7 +281,7 @@ def _read_plain(arr: Any, path: Path, sub: str, name: str, eager_limit: int) -> 
         for a, s in zip(axes, attrs["scale"]):
             by_axis[a] = float(s)
     scale = tuple(by_axis.get(a, 1.0) for a in grid_axes(canon))
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(arr.dtype).itemsize
+    nbytes = math.prod(shape) * np.dtype(arr.dtype).itemsize  # Python ints: no overflow
     if nbytes < eager_limit:
         data: Any = read_eager(lambda: arr[...], str(path))
     else:
@@ -214,9 +305,9 @@ def _read_multiscale(group: Any, path: Path, sub: str, name: str) -> ImageData:
     attrs = dict(group.attrs)
     multiscales, version = _multiscales_attr(attrs)
     ms = multiscales[0]  # type: ignore[index]
-    datasets = ms.get("datasets") or []
-    if not datasets:
-        raise LabelfxIOError(path, "OME-Zarr 'multiscales' lists no datasets")
+    meta_file = _meta_file(path, sub)
+    _validate_ngff(ms, meta_file)
+    datasets = ms["datasets"]
     try:
         levels = [group[str(d["path"])] for d in datasets]
     except Exception as exc:
@@ -225,6 +316,9 @@ def _read_multiscale(group: Any, path: Path, sub: str, name: str) -> ImageData:
         raise LabelfxIOError(path, "an OME-Zarr dataset path is not an array")
     shape = tuple(int(s) for s in levels[0].shape)
     n = len(shape)
+    for d, lv in zip(datasets, levels):
+        check_plausible_shape(_meta_file(path, f"{sub}/{d['path']}".strip("/")), tuple(int(v) for v in lv.shape),
+                              tuple(int(c) for c in lv.chunks), np.dtype(lv.dtype))
     if any(len(lv.shape) != n for lv in levels):
         raise LabelfxIOError(path, "OME-Zarr levels differ in dimensionality")
     axes_meta = ms.get("axes")
