@@ -125,6 +125,13 @@ def run_train(args: argparse.Namespace) -> int:
         class_names = _class_names(args)
         items = items_from_files(args.images, args.labels, args.kind, class_names)
         multilabel = False
+    from .methods.suitability import item_kinds, kind_mismatch
+
+    mismatch = kind_mismatch(cfg.method, item_kinds(items))
+    if mismatch:  # trains anyway, but not silently
+        import sys
+
+        print(f"labelfx train: warning: {mismatch}", file=sys.stderr)
     t0 = time.time()
     from .engine.factory import make_trainer
 

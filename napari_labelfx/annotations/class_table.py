@@ -25,8 +25,9 @@ from typing import Any
 from ._files import atomic_write_text
 from .errors import ClassTableError
 
-#: Colour of the background entry: a neutral grey that stays visible when painted as a scribble.
-BACKGROUND_COLOR = "#a0a0a0"
+#: Colour of the background entry, seen where background is painted as a scribble (value 1): a
+#: bright aqua that stands out on dark fluorescence, grey and pink H&E images alike (grey did not).
+BACKGROUND_COLOR = "#00ffd0"
 
 #: Default colours of foreground classes, in order; chosen to be distinct from each other and from
 #: the grey background (a Kelly/Trubetskoy-like qualitative palette).

@@ -383,3 +383,41 @@ def classical_instances(image: np.ndarray, params: ClassicalParams | None = None
     if labels.max() > np.iinfo(np.uint16).max:
         raise ClassicalInputError(f"{labels.max()} objects do not fit a uint16 mask")
     return labels.astype(np.uint16)
+
+
+def estimate_diameter(image: np.ndarray, modality: str | None = "fluorescence", min_size: int = 9) -> float | None:
+    """Typical object diameter (pixels) of a 2D grey or RGB image, or None when no objects stand out.
+
+    Objects are the Otsu phase that is the minority (as in :func:`classical_instances`); each
+    connected object's area-equivalent diameter, capped at three times its largest inscribed radius
+    (so touching objects merged into one component do not count as one big object), and the median
+    over objects is returned.
+    """
+    from skimage.filters import threshold_otsu
+
+    channel = str(MODALITY_DEFAULTS.get(modality or "", {}).get("channel", "auto"))
+    img = np.asarray(image)
+    if channel == "hematoxylin" and not (img.ndim == 3 and img.shape[-1] in (3, 4)):
+        channel = "grey"
+    grey, is_h = _to_grey(img, channel)
+    grey = ndi.gaussian_filter(grey, 1.0)
+    if not grey.max() > grey.min():
+        return None
+    t = threshold_otsu(grey)
+    fg = grey > t
+    if not is_h and fg.mean() > 0.5:  # objects are the minority phase
+        fg = ~fg
+    comp, n = ndi.label(fg)
+    if n == 0:
+        return None
+    sizes = np.bincount(comp.ravel())
+    keep = np.flatnonzero(sizes >= max(int(min_size), 1))
+    keep = keep[keep > 0]
+    if keep.size == 0:
+        return None
+    radii = np.asarray(ndi.maximum(ndi.distance_transform_edt(fg), comp, keep), float)
+    # the area's equivalent diameter, but at most 3 inscribed radii: an elongated nucleus counts
+    # whole, a chain of merged ones does not
+    equivalent = 2.0 * np.sqrt(sizes[keep] / np.pi)
+    d = float(np.median(np.minimum(equivalent, 3.0 * radii)))
+    return d if d >= 3.0 else None

@@ -92,6 +92,22 @@ def collect_items(viewer: Any, image_layer: Any, layers: list[Any]) -> tuple[lis
     return items, list(table.names), bool(getattr(table, "multilabel", False))
 
 
+def add_keeping_selection(viewer: Any, add: Any, *args: Any, **kwargs: Any) -> Any:
+    """``add(*args, **kwargs)`` (a ``viewer.add_*``) without changing which layer is active.
+
+    napari makes a new layer the active one; a result layer appearing while the person paints
+    would otherwise take their brush to a layer they never chose.
+    """
+    selection = viewer.layers.selection
+    active, selected = selection.active, list(selection)
+    layer = add(*args, **kwargs)
+    if active is not None and active in viewer.layers:
+        selection.clear()
+        selection.update([ly for ly in selected if ly in viewer.layers])
+        selection.active = active
+    return layer
+
+
 def _result_layer(viewer: Any, name: str, kind: str, shape: tuple[int, ...], dtype: Any, like: Any, **kwargs: Any) -> Any:
     """Find the plugin's result layer ``name`` or create it with zeros matching ``like``'s geometry."""
     if name in viewer.layers:
@@ -103,11 +119,9 @@ def _result_layer(viewer: Any, name: str, kind: str, shape: tuple[int, ...], dty
     scale = tuple(like.scale)[-len(shape):]
     translate = tuple(like.translate)[-len(shape):]
     meta = {RESULT_KEY: kind}
-    if kind == "prediction":
-        layer = viewer.add_labels(data, name=name, scale=scale, translate=translate, metadata=meta, **kwargs)
-    else:
-        layer = viewer.add_image(data, name=name, scale=scale, translate=translate, metadata=meta, **kwargs)
-    return layer
+    add = viewer.add_labels if kind == "prediction" else viewer.add_image
+    return add_keeping_selection(viewer, add, data, name=name, scale=scale, translate=translate, metadata=meta,
+                                 **kwargs)
 
 
 def ensure_result_layers(viewer: Any, image_layer: Any) -> tuple[Any, Any]:
@@ -168,8 +182,8 @@ def apply_result(viewer: Any, image_layer: Any, payload: dict) -> list[Any]:
             if name in viewer.layers:
                 viewer.layers.remove(name)
             add = getattr(viewer, f"add_{ltype}")
-            layer = add(data, name=name, scale=tuple(image_layer.scale)[-nd:],
-                        translate=tuple(image_layer.translate)[-nd:], metadata=meta, **kwargs)
+            layer = add_keeping_selection(viewer, add, data, name=name, scale=tuple(image_layer.scale)[-nd:],
+                                          translate=tuple(image_layer.translate)[-nd:], metadata=meta, **kwargs)
             out.append(layer)
             continue
         arr = np.asarray(data)
@@ -187,8 +201,8 @@ def apply_result(viewer: Any, image_layer: Any, payload: dict) -> list[Any]:
                 if name in viewer.layers:
                     viewer.layers.remove(name)
                 add = viewer.add_labels if ltype == "labels" else viewer.add_image
-                layer = add(arr, name=name, scale=tuple(image_layer.scale)[-nd:],
-                            translate=tuple(image_layer.translate)[-nd:], metadata=meta, **kwargs)
+                layer = add_keeping_selection(viewer, add, arr, name=name, scale=tuple(image_layer.scale)[-nd:],
+                                              translate=tuple(image_layer.translate)[-nd:], metadata=meta, **kwargs)
         else:
             dtype = arr.dtype if ltype == "labels" else np.float32
             layer = _result_layer(viewer, name, "prediction" if ltype == "labels" else key, shape, dtype,

@@ -62,7 +62,8 @@ class LossPlot(FigureCanvasQTAgg):
         ax.clear()
         if self.train:
             x, y = zip(*self.train)
-            ax.plot(x, y, label="train", color="tab:blue", lw=1)
+            # a line needs two points: the first loss shows as a dot, so the plot is never blank
+            ax.plot(x, y, label="train", color="tab:blue", lw=1, marker="o" if len(x) == 1 else None, ms=3)
         if self.val:
             x, y = zip(*self.val)
             ax.plot(x, y, "o-", label="validation", color="tab:orange", lw=1, ms=3)

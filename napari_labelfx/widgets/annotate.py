@@ -223,9 +223,14 @@ class AnnotateWidget(QWidget):
             return None
         shape = _layers.image_spatial_shape(image)
         nd = len(shape)
+        extra: dict[str, Any] = {}
+        if kind == LabelKind.SCRIBBLE.value:
+            # the class table's colours, background (value 1) included, instead of napari's random ones
+            table = _layers.get_class_table(image)
+            extra["colormap"] = {**table.label_colors(scribble=True), None: "transparent"}
         layer = self.viewer.add_labels(
             np.zeros(shape, np.uint16), name=f"{kind} labels", scale=tuple(image.scale)[-nd:],
-            translate=tuple(image.translate)[-nd:], metadata={_layers.KIND_KEY: LabelKind(kind).value},
+            translate=tuple(image.translate)[-nd:], metadata={_layers.KIND_KEY: LabelKind(kind).value}, **extra,
         )
         # scribbles paint class index + 1: start with the first foreground class selected
         layer.selected_label = 2 if kind == LabelKind.SCRIBBLE.value else 1

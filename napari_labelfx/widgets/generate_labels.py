@@ -26,10 +26,18 @@ from qtpy.QtWidgets import (
 
 from ..annotations.kinds import LabelKind
 from ..annotations.layers import set_kind
-from ..tools.classical import MODALITY_DEFAULTS, ClassicalInputError, ClassicalParams, classical_instances
+from ..tools.classical import (
+    MODALITY_DEFAULTS,
+    ClassicalInputError,
+    ClassicalParams,
+    classical_instances,
+    estimate_diameter,
+)
 
 PARAMS_KEY = "labelfx_classical_params"
 THRESHOLDS = ["otsu+adaptive", "otsu", "adaptive", "otsu|adaptive"]
+#: Object diameter (px) used when 'auto' finds nothing to measure.
+DEFAULT_DIAMETER = 20.0
 
 
 def generate_noisy_labels(data: np.ndarray, rgb: bool, params: ClassicalParams, name: str = "image") -> np.ndarray:
@@ -72,9 +80,12 @@ class GenerateLabelsWidget(QWidget):
         self.modality.setCurrentText("fluorescence")
         form.addRow("Image type", self.modality)
         self.diameter = QDoubleSpinBox()
-        self.diameter.setRange(2.0, 1000.0)
-        self.diameter.setValue(20.0)
-        self.diameter.setToolTip("typical object diameter in pixels: seeds, areas, thresholds scale with it")
+        self.diameter.setRange(0.0, 1000.0)
+        # 0 = estimate from the image: a fixed default (20 px) silently fragments larger nuclei
+        self.diameter.setSpecialValueText("auto (from the image)")
+        self.diameter.setValue(0.0)
+        self.diameter.setToolTip("typical object diameter in pixels: seeds, areas, thresholds scale with it; "
+                                 "'auto' measures it on the image at Generate")
         form.addRow("Object diameter (px)", self.diameter)
         self.threshold = QComboBox()
         self.threshold.addItems(["(image type default)", *THRESHOLDS])
@@ -113,14 +124,15 @@ class GenerateLabelsWidget(QWidget):
         if current in names:
             self.image_combo.setCurrentText(current)
 
-    def params(self) -> ClassicalParams:
-        """The parameters the panel's settings stand for."""
+    def params(self, diameter: float | None = None) -> ClassicalParams:
+        """The parameters the panel's settings stand for (``diameter`` replaces an 'auto' setting)."""
         overrides: dict[str, Any] = {"gamma": float(self.gamma.value()), "hough": self.hough.isChecked()}
         if self.threshold.currentIndex() > 0:
             overrides["threshold"] = self.threshold.currentText()
         if self.min_area.value() > 0:
             overrides["min_area"] = int(self.min_area.value())
-        p = ClassicalParams.for_diameter(float(self.diameter.value()), modality=self.modality.currentText(),
+        d = float(diameter if diameter is not None else self.diameter.value() or DEFAULT_DIAMETER)
+        p = ClassicalParams.for_diameter(d, modality=self.modality.currentText(),
                                          **overrides)
         if p.max_area is not None and p.max_area < p.min_area:
             p.max_area = None
@@ -137,7 +149,8 @@ class GenerateLabelsWidget(QWidget):
             return None
         image = self.viewer.layers[name]
         try:
-            params = self.params()
+            diameter, note = self.diameter_for(image)
+            params = self.params(diameter)
             labels = generate_noisy_labels(np.asarray(image.data), bool(image.rgb), params, name)
         except ClassicalInputError as exc:
             self.status.setText(str(exc))
@@ -153,8 +166,31 @@ class GenerateLabelsWidget(QWidget):
                                        translate=tuple(image.translate)[-nd:],
                                        metadata={PARAMS_KEY: params.to_dict()})
         set_kind(layer, LabelKind.NOISY)
-        self.status.setText(f"{int(labels.max())} objects in {out_name!r} (kind: noisy).")
+        self.status.setText(f"{int(labels.max())} objects in {out_name!r} (kind: noisy). {note}".strip())
         return layer
+
+    def diameter_for(self, image: Any) -> tuple[float, str]:
+        """The object diameter to use on ``image`` and a note for the status line.
+
+        With 'auto' the diameter is measured on the image (the middle slice of a volume); when nothing
+        stands out the default is used and a warning says so, since a wrong size fragments or merges
+        objects without any error.
+        """
+        from napari.utils.notifications import show_warning
+
+        set_value = float(self.diameter.value())
+        if set_value > 0:
+            return set_value, ""
+        data = np.asarray(image.data[0] if getattr(image, "multiscale", False) else image.data)
+        spatial = data.ndim - (1 if image.rgb else 0)
+        plane = data[data.shape[0] // 2] if spatial == 3 else data
+        estimate = estimate_diameter(plane, self.modality.currentText())
+        if estimate is None:
+            msg = (f"could not measure the object size on {image.name!r}; used {DEFAULT_DIAMETER:.0f} px. "
+                   "Set 'Object diameter' if objects come out fragmented or merged.")
+            show_warning(f"LabelFX: {msg}")
+            return DEFAULT_DIAMETER, msg
+        return estimate, f"Object diameter measured on the image: {estimate:.0f} px."
 
     def mark_selected_noisy(self) -> Any:
         """Mark the selected Labels layer as noisy (returns it, None when no Labels layer is selected)."""

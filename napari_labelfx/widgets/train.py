@@ -68,6 +68,10 @@ class TrainWidget(QWidget):
         self._refresh_timer.timeout.connect(self._send_refresh)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_lists)
         self.viewer.layers.events.removed.connect(self._refresh_layer_lists)
+        self._dims_timer = QTimer(self)
+        self._dims_timer.setSingleShot(True)
+        self._dims_timer.timeout.connect(self._request_preview)
+        self.viewer.dims.events.current_step.connect(self._on_dims_step)
         self._refresh_layer_lists()
 
     # -- UI ------------------------------------------------------------------------------------------
@@ -122,6 +126,9 @@ class TrainWidget(QWidget):
         aform.addRow("Run training in", self.runner_combo)
         self.stain_aug_check = QCheckBox("stain augmentation (HED jitter, for H&E)")
         aform.addRow("", self.stain_aug_check)
+        self.objects_check = QCheckBox("Predict also splits objects (one id per nucleus/cell)")
+        self.objects_check.setChecked(True)
+        aform.addRow("", self.objects_check)
         self.advanced = QCollapsible("Advanced settings")
         self.advanced.addWidget(adv)
         lay.addWidget(self.advanced)
@@ -305,6 +312,13 @@ class TrainWidget(QWidget):
             show_error(f"LabelFX: {exc}")
             return
         cfg = self.training_config()
+        from ..methods.suitability import item_kinds, kind_mismatch
+
+        mismatch = kind_mismatch(cfg["method"], item_kinds(items))
+        if mismatch:  # trains anyway (the person may know better), but not silently
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"LabelFX: {mismatch}")
         job = TrainingJob(cfg, items, class_names, multilabel, num_threads=default_num_threads())
         self.runner = TrainingRunner(job, mode=self.runner_mode)
         self.plot.clear()
@@ -317,6 +331,7 @@ class TrainWidget(QWidget):
         self._dirty = False
         self.runner.start()
         _layers.ensure_result_layers(self.viewer, image)
+        self._last_region = None
         self._request_preview()
         self._set_running(True)
         self.pause_btn.setText("Pause")
@@ -354,10 +369,21 @@ class TrainWidget(QWidget):
         self._dirty = True
 
     def _request_preview(self) -> None:
+        """Tell the trainer which region is in view, when it changed: the trainer previews it after
+        the current step, then on its own schedule (within its preview time budget)."""
         if self.runner is None or self.image_layer is None:
             return
         region = _layers.visible_region(self.viewer, self.image_layer)
+        if region == getattr(self, "_last_region", None):
+            return
+        self._last_region = region
         self.runner.request_preview(0, tuple(slice(a, b) for a, b in region))
+
+    def _on_dims_step(self, *_: Any) -> None:
+        """The person moved to another slice: the live preview follows it (a short delay groups the
+        events of one scroll)."""
+        if self.runner is not None and self.runner.running:
+            self._dims_timer.start(150)
 
     def _send_refresh(self) -> None:
         """Every refresh interval: send newer annotations and the region in view to the trainer."""
@@ -507,44 +533,11 @@ class TrainWidget(QWidget):
         return export_model_from_panel(self, out, fmt)
 
     def predict(self) -> Any:
-        """Predict the whole image or volume in a worker thread; results go to the result layers."""
-        from napari.qt.threading import thread_worker
-        from napari.utils.notifications import show_error
+        """Predict the whole image, or a volume slice by slice (the slice in view first), in a worker
+        thread; results fill the result layers as they come, then the "objects" layer (see ``_predict``)."""
+        from ._predict import predict_in_panel
 
-        image = self.image_layer
-        if image is None or self.model_dir is None:
-            show_error("LabelFX: choose an image and train or load a model first.")
-            return None
-        model_dir = self.model_dir
-        data = image.data[0] if image.multiscale else image.data
-        axes = _layers.image_axes(image)
-
-        @thread_worker
-        def _run() -> Any:
-            from ..inference import Predictor
-
-            from ..export.bioimageio_import import open_predictor  # folders and bioimage.io packages
-
-            pred = open_predictor(model_dir, device=self.device_combo.currentText())
-            chw = pred.to_channels_first(np.asarray(data), axes)
-            return pred(chw)
-
-        def _done(result: Any) -> None:
-            labels = np.asarray(result.labels)
-            if labels.ndim == len(_layers.image_spatial_shape(image)) + 1:
-                labels = np.argmax(np.concatenate([np.zeros_like(labels[:1]), labels], 0), 0)
-            payload = {"labels": labels, "confidence": result.confidence, "region": None}
-            _layers.apply_preview(self.viewer, image, payload)
-            self.status.setText("Prediction done.")
-            self._set_running(False)
-
-        worker = _run()
-        worker.returned.connect(_done)
-        worker.errored.connect(lambda e: (show_error(f"LabelFX prediction failed: {e}"), self._set_running(False)))
-        self.predict_btn.setEnabled(False)
-        self.status.setText("Predicting ...")
-        worker.start()
-        return worker
+        return predict_in_panel(self)
 
     def accept_result(self, layer: Any = None, kind: str = "strong") -> Any:
         """Copy a plugin result Labels layer into a new annotation layer the person can edit."""
