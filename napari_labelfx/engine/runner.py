@@ -54,9 +54,9 @@ def _describe_error(exc: BaseException) -> str:
 
 def _resolve_factory(spec: str | None) -> Callable[..., Any]:
     if spec is None:
-        from .trainer import Trainer
+        from .factory import make_trainer
 
-        return Trainer
+        return make_trainer
     module, _, name = spec.partition(":")
     import importlib
 
@@ -86,13 +86,53 @@ def _command_loop(commands: Any, trainer: Any, done: threading.Event) -> None:
             trainer.request_preview(*payload)
 
 
-def run_job(job: TrainingJob, commands: Any, updates: Any) -> None:
-    """Worker entry point: build the trainer, forward its updates, turn errors into FAILED updates."""
+#: Seconds a worker whose parent died may take to stop (and save) before it exits anyway.
+ORPHAN_GRACE_S = 5.0
+
+
+def _parent_gone(lifeline: Any, parent_pid: int | None, wait: float) -> bool:
+    """True once the GUI process is gone: its end of the lifeline pipe closed, or we were reparented."""
+    try:
+        if lifeline is not None and lifeline.poll(wait):
+            lifeline.recv()  # nothing is ever sent: readable means end of file
+    except (EOFError, OSError):
+        return True
+    if lifeline is None:
+        threading.Event().wait(wait)
+    return parent_pid is not None and os.name == "posix" and os.getppid() != parent_pid
+
+
+def _watch_parent(lifeline: Any, parent_pid: int | None, holder: dict, done: threading.Event) -> None:
+    """Worker-side thread: when the GUI dies (even ``kill -9``), stop training and exit the process.
+
+    The command and update queues cannot tell: the worker holds both ends of their pipes, so it
+    would train to the end and then hang at exit flushing updates nobody reads.
+    """
+    while True:  # also after the job: exiting flushes the update queue, which hangs with no reader
+        if _parent_gone(lifeline, parent_pid, 0.5):
+            trainer = holder.get("trainer")
+            if trainer is not None:
+                trainer.control.stop()
+            done.wait(ORPHAN_GRACE_S)
+            os._exit(0)  # never wait for queue feeder threads writing to a dead reader
+
+
+def run_job(job: TrainingJob, commands: Any, updates: Any, lifeline: Any = None,
+            parent_pid: int | None = None) -> None:
+    """Worker entry point: build the trainer, forward its updates, turn errors into FAILED updates.
+
+    In process mode, ``lifeline`` is the read end of a pipe whose only write end the GUI process
+    holds, and ``parent_pid`` its process id: the worker ends when the GUI process ends.
+    """
     if job.num_threads:
         import torch
 
         torch.set_num_threads(job.num_threads)
     done = threading.Event()
+    holder: dict = {}
+    if lifeline is not None or parent_pid is not None:
+        threading.Thread(target=_watch_parent, args=(lifeline, parent_pid, holder, done), daemon=True,
+                         name="labelfx-parent-watch").start()
     try:
         factory = _resolve_factory(job.trainer_factory)
         if job.trainer_factory is None:
@@ -102,6 +142,7 @@ def run_job(job: TrainingJob, commands: Any, updates: Any) -> None:
         else:  # test doubles take the plain dict
             config = job.config
         trainer = factory(config, job.items, job.class_names, multilabel=job.multilabel)
+        holder["trainer"] = trainer
         listener = threading.Thread(target=_command_loop, args=(commands, trainer, done), daemon=True)
         listener.start()
         for upd in trainer.updates():
@@ -148,11 +189,15 @@ class TrainingRunner:
         if self._worker is not None:
             raise RuntimeError("this runner was already started; create a new one")
         if self.mode == "process":
+            # the lifeline: the child gets only the read end; when this process ends, for any
+            # reason, the OS closes the write end and the child sees end-of-file and stops
+            reader, self._lifeline = self._ctx.Pipe(duplex=False)
             self._worker = self._ctx.Process(
-                target=run_job, args=(self.job, self._commands, self._updates), daemon=True,
+                target=run_job, args=(self.job, self._commands, self._updates, reader, os.getpid()), daemon=True,
                 name="labelfx-training",
             )
             self._worker.start()
+            reader.close()  # only the child may hold the read end
             # A large update (a preview) arrives through a pipe in 64 KB pieces that the training
             # process writes when it gets the CPU; reading it on the GUI thread could block for a
             # second. A pump thread does the blocking reads; poll() only drains a local queue.
@@ -295,6 +340,9 @@ class TrainingRunner:
             if self._worker.is_alive():
                 self._worker.kill()
                 self._worker.join(1.0)
+            lifeline = getattr(self, "_lifeline", None)
+            if lifeline is not None:
+                lifeline.close()
         elif self.mode == "thread" and self._worker is not None:
             self._worker.join(timeout)
 

@@ -43,6 +43,38 @@ PRESET_DEFAULTS = {
 }
 
 
+class _RunGuard:
+    """What must be cleaned up when the panel or the viewer goes away (holds no Qt object).
+
+    napari does not call ``closeEvent`` of dock widgets when the viewer closes, and by the time
+    the widget's ``destroyed`` signal fires, its Qt side is gone: so the runner and the temporary
+    run folder are kept here, where a plain callback can reach them.
+    """
+
+    def __init__(self) -> None:
+        self.runner: Any = None
+        self.run_dir: Path | None = None
+        self.saved = False
+
+    def stop_runner(self) -> None:
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            runner.terminate(timeout=2.0)
+
+    def drop_run_dir(self) -> None:
+        """Remove the temporary run folder unless its model was saved elsewhere... or in place."""
+        import shutil
+
+        run_dir, self.run_dir = self.run_dir, None
+        if run_dir is not None and not self.saved:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        self.saved = False
+
+    def shutdown(self, *_: Any) -> None:
+        self.stop_runner()
+        self.drop_run_dir()
+
+
 class TrainWidget(QWidget):
     """Dock widget: train a model on the current image's annotations with live predictions."""
 
@@ -60,6 +92,15 @@ class TrainWidget(QWidget):
         self.first_preview_s: float | None = None
         self.preview_count = 0
         self._unticked: set[str] = set()
+        # training stops and unsaved run folders go when the panel is removed, the viewer closes
+        # (the panel is then deleted) or the application quits
+        self._guard = _RunGuard()
+        self.destroyed.connect(self._guard.shutdown)
+        from qtpy.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self._guard.shutdown)
         self._build_ui()
         self._poll_timer = QTimer(self)
         self._poll_timer.setInterval(100)
@@ -311,7 +352,13 @@ class TrainWidget(QWidget):
         except ValueError as exc:
             show_error(f"LabelFX: {exc}")
             return
+        # the previous run's temporary folder can no longer be saved from this panel once a new run
+        # replaces it: remove it now rather than let runs pile up under the temp folder
+        self._guard.stop_runner()
+        self._guard.drop_run_dir()
+        self.best_dir = self.last_dir = None
         cfg = self.training_config()
+        self._guard.run_dir = Path(cfg["output_dir"])
         from ..methods.suitability import item_kinds, kind_mismatch
 
         mismatch = kind_mismatch(cfg["method"], item_kinds(items))
@@ -330,6 +377,7 @@ class TrainWidget(QWidget):
         self._watch_layers(layers)
         self._dirty = False
         self.runner.start()
+        self._guard.runner = self.runner
         _layers.ensure_result_layers(self.viewer, image)
         self._last_region = None
         self._request_preview()
@@ -459,7 +507,8 @@ class TrainWidget(QWidget):
                 self.best_dir = Path(d["best_path"])
             if d.get("last_path"):
                 self.last_dir = Path(d["last_path"])
-            self._finish(f"Training finished ({d.get('reason', 'done')}). Best model: {self.best_dir}")
+            self._finish(f"Training finished ({d.get('reason', 'done')}). Best model: {self.best_dir} "
+                         "(temporary: use Save model to keep it)")
             show_info("LabelFX: training finished.")
         elif kind == UpdateKind.FAILED:
             reason = d.get("reason", "unknown error")
@@ -497,6 +546,9 @@ class TrainWidget(QWidget):
         except Exception as exc:  # GUI boundary: a notification, never an escaped exception
             show_error(f"LabelFX: model not saved: {exc}")
             return None
+        run_dir = self._guard.run_dir
+        if run_dir is not None and (dest == run_dir or run_dir in dest.parents):
+            self._guard.saved = True  # saved inside the run folder: it is the person's now
         show_info(f"LabelFX: model saved to {dest}")
         return dest
 
@@ -561,6 +613,13 @@ class TrainWidget(QWidget):
                 break
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        if self.runner is not None:
-            self.runner.terminate(timeout=2.0)
+        self._guard.shutdown()
         super().closeEvent(event)
+
+    def event(self, ev: Any) -> bool:
+        # napari removes a dock widget by taking its parent away (no close event): stop training
+        from qtpy.QtCore import QEvent
+
+        if ev.type() == QEvent.Type.ParentChange and self.parent() is None and self._guard.runner is not None:
+            self._guard.shutdown()
+        return super().event(ev)
