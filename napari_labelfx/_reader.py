@@ -41,6 +41,23 @@ def read_layers(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     return layers
 
 
+def _written_translate(image: ImageData) -> tuple[float, ...] | None:
+    """The layer ``translate`` our Labels writer stored in the file's metadata, if valid."""
+    import math
+
+    md = image.metadata
+    own = md.get("labelfx") if isinstance(md.get("labelfx"), dict) else None  # TIFF block
+    attrs = md.get("attributes") if isinstance(md.get("attributes"), dict) else {}
+    if own is None and "labelfx_labels" in attrs:  # Zarr written by write_labels
+        own = attrs
+    extra = own.get("metadata") if isinstance(own, dict) else None
+    t = extra.get("translate") if isinstance(extra, dict) else None
+    if (isinstance(t, list) and len(t) == len(image.axes)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in t)):
+        return tuple(float(v) for v in t)
+    return None
+
+
 def image_to_layer_data(image: ImageData) -> list[LayerData]:
     """LayerData for one opened image (shared with sample data and widgets)."""
     md = image.metadata
@@ -62,6 +79,9 @@ def image_to_layer_data(image: ImageData) -> list[LayerData]:
         if "translate" in md:
             t = iter(md["translate"])
             kwargs["translate"] = tuple(0.0 if a == "C" else next(t) for a in image.axes)
+        written = _written_translate(image)
+        if written is not None:  # what our Labels writer stored: restore it, as it was saved
+            kwargs["translate"] = written
         kwargs["metadata"] = {**layer_meta, "labelfx_axes": image.axes}
         return [(data, kwargs, "labels")]
 

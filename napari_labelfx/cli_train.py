@@ -132,6 +132,12 @@ def run_train(args: argparse.Namespace) -> int:
         import sys
 
         print(f"labelfx train: warning: {mismatch}", file=sys.stderr)
+    import sys
+
+    from .data.label_warnings import training_data_warnings
+
+    for warning in training_data_warnings(items, class_names):  # valid, but probably not what was meant
+        print(f"labelfx train: warning: {warning}", file=sys.stderr)
     t0 = time.time()
     from .engine.factory import make_trainer
 

@@ -47,14 +47,16 @@ def robust_high(values: np.ndarray, low: float, high: float, lo_value: float, hi
 
 
 def channel_percentiles(
-    image: np.ndarray, low: float = 1.0, high: float = 99.8, robust: bool = False
+    image: np.ndarray, low: float = 1.0, high: float = 99.8, robust: bool = False, *,
+    require_finite: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel low/high percentiles of a channels-first array ``(C, ...)``.
 
     Large arrays (including lazy dask/zarr arrays) are subsampled with a stride so memory stays bounded.
     ``robust`` lowers the high value where a few very bright objects would set it (see
     :func:`robust_high`); models record which one they were trained with (``"robust"`` in their
-    normalisation settings).
+    normalisation settings). ``require_finite``: a channel without any finite value (all NaN or
+    infinite) raises ValueError instead of getting the neutral (0, 1).
     """
     c = image.shape[0]
     lo = np.empty(c, np.float32)
@@ -69,6 +71,8 @@ def channel_percentiles(
         ch = np.asarray(ch, dtype=np.float32)
         finite = ch[np.isfinite(ch)]
         if finite.size == 0:
+            if require_finite:
+                raise ValueError(f"channel {i} of the image has no finite pixel values (all NaN or infinite)")
             lo[i], hi[i] = 0.0, 1.0
             continue
         lo[i], hi[i] = np.percentile(finite, [low, high])

@@ -195,5 +195,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
             weights_path,
             f"tensor {k!r} has shape {tuple(state[k].shape)}, the architecture needs {tuple(expected[k].shape)}",
         )
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:  # a diverged run: every prediction would be NaN, shown as a silent background
+        raise CheckpointError(weights_path, f"weights hold NaN or infinite values (in {broken[0]!r}"
+                                            f"{' and others' if len(broken) > 1 else ''}); the training diverged")
     model.load_state_dict(state, strict=True)
     return model.to(select_device(device)).eval(), config

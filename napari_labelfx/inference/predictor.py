@@ -1,6 +1,7 @@
 """``Predictor``: a trained model folder applied to raw images the way it was trained."""
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +50,28 @@ def _lazy(image: Any) -> Any:
     chunks = getattr(image, "chunks", None)
     return da.from_array(image, chunks=chunks if isinstance(chunks, tuple) else "auto")
 
+
+
+def _check_config_values(config: dict[str, Any], norm: dict[str, Any], dims: int) -> None:
+    """Clear messages for malformed values of a model config (instead of a bare 'could not convert')."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    low, high = norm.get("low", 1.0), norm.get("high", 99.8)
+    if not (number(low) and number(high) and 0 <= low < high <= 100):
+        raise InferenceError(f"normalisation low/high must be percentiles with 0 <= low < high <= 100, "
+                             f"got low={low!r:.40}, high={high!r:.40}")
+    inference = config.get("inference")
+    roi = inference.get("roi_size") if isinstance(inference, dict) else None
+    if roi is not None and not (isinstance(roi, (list, tuple)) and len(roi) == dims
+                                and all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in roi)):
+        raise InferenceError(f"inference.roi_size must be {dims} positive integers, got {roi!r:.60}")
+    train = config.get("train_config") or config.get("train") or {}
+    patch = train.get("patch_size") if isinstance(train, dict) else None
+    if patch is not None and not (isinstance(patch, (list, tuple))
+                                  and all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in patch)):
+        raise InferenceError(f"train_config.patch_size must be positive integers, got {patch!r:.60}")
 
 class Predictor:
     """Applies a segmentation model with the settings stored beside it.
@@ -103,6 +126,7 @@ class Predictor:
         self.threshold = threshold
         norm = self.config.get("normalisation")
         norm = norm if isinstance(norm, dict) else DEFAULT_NORMALISATION
+        _check_config_values(self.config, norm, cfg.spatial_dims)
         self.percentiles = (float(norm.get("low", 1.0)), float(norm.get("high", 99.8)))
         # models saved before the robust white point existed were trained without it
         self.robust = bool(norm.get("robust", False))
@@ -111,9 +135,22 @@ class Predictor:
     def from_folder(
         cls, model_dir: str | os.PathLike, device: str | torch.device = "auto", **kwargs: Any
     ) -> "Predictor":
-        """Load a model folder (see :func:`~napari_labelfx.engine.checkpoint.load_model`)."""
+        """Load a model folder (see :func:`~napari_labelfx.engine.checkpoint.load_model`).
+
+        A folder holding a pixel forest (``forest.npz``) gives a
+        :class:`~napari_labelfx.forest.predictor.ForestPredictor` with the same interface.
+        """
+        from napari_labelfx.forest.folder import is_forest_folder
+
+        if is_forest_folder(model_dir):
+            from napari_labelfx.forest.predictor import ForestPredictor
+
+            return ForestPredictor.from_folder(model_dir, device=device, **kwargs)
         model, config = load_model(model_dir, device="cpu")
-        return cls(model, config, device=device, **kwargs)
+        try:
+            return cls(model, config, device=device, **kwargs)
+        except InferenceError as exc:  # name the file the bad value came from
+            raise InferenceError(f"{Path(model_dir) / 'config.json'}: {exc}") from None
 
     @property
     def class_names(self) -> list[str] | None:
@@ -190,7 +227,11 @@ class Predictor:
 
     def normalisation_for(self, image: Any) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel (low, high) percentile values of a channels-first image (lazy inputs subsampled)."""
-        return channel_percentiles(_lazy(image), *self.percentiles, robust=self.robust)
+        try:
+            # an all-NaN image would otherwise be predicted as all background, silently
+            return channel_percentiles(_lazy(image), *self.percentiles, robust=self.robust, require_finite=True)
+        except ValueError as exc:
+            raise InferenceError(f"cannot predict: {exc}") from None
 
     def roi_for(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
         """The window size used for an image of this spatial shape when the call names none."""

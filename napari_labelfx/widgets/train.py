@@ -362,10 +362,14 @@ class TrainWidget(QWidget):
         from ..methods.suitability import item_kinds, kind_mismatch
 
         mismatch = kind_mismatch(cfg["method"], item_kinds(items))
-        if mismatch:  # trains anyway (the person may know better), but not silently
-            from napari.utils.notifications import show_warning
+        from napari.utils.notifications import show_warning
 
+        if mismatch:  # trains anyway (the person may know better), but not silently
             show_warning(f"LabelFX: {mismatch}")
+        from ..data.label_warnings import training_data_warnings
+
+        for warning in training_data_warnings(items, class_names):  # trains anyway too, not silently
+            show_warning(f"LabelFX: {warning}")
         job = TrainingJob(cfg, items, class_names, multilabel, num_threads=default_num_threads())
         self.runner = TrainingRunner(job, mode=self.runner_mode)
         self.plot.clear()
