@@ -201,3 +201,34 @@ def test_png_opens_through_the_plugin(make_napari_viewer, tmp_path):
     layers = viewer.open(str(path), plugin="napari-labelfx")
     assert layers and layers[0].data.shape == (48, 64)
     assert layers[0].metadata.get("labelfx_format") is not None
+
+
+def test_preview_covers_the_whole_visible_field_of_view(make_napari_viewer, qtbot):
+    """Item 6: an image wider than the old 1024-pixel window is previewed edge to edge when it is all
+    in view (in tiles), and only the visible part when zoomed in."""
+    from napari_labelfx.widgets import _layers
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 1300)).astype(np.float32)
+    image = viewer.add_image(img, name="wide")
+    scrib = np.zeros((64, 1300), np.int32)
+    scrib[10:14, 20:1280] = 1
+    scrib[40:44, 20:1280] = 2
+    viewer.add_labels(scrib, name="s", metadata={"labelfx_kind": "scribble"})
+    viewer.reset_view()
+    assert _layers.visible_region(viewer, image) == ((0, 64), (0, 1300))
+    viewer.camera.zoom = viewer.camera.zoom * 10
+    viewer.camera.center = (32, 650)
+    y, x = _layers.visible_region(viewer, image)
+    assert x[0] > 0 and x[1] < 1300 and x[0] <= 650 < x[1]
+    viewer.reset_view()
+    w = _train_widget(viewer, iters=3, patch=32)
+    w.method_combo.setCurrentText("scribble")
+    seen = _record(w)
+    w.start()
+    _wait_training(qtbot, w, seen)
+    regions = [u.data["region"] for u in seen if u.kind == UpdateKind.PREVIEW]
+    assert regions and [tuple(r) for r in regions[-1]] == [(0, 64), (0, 1300)]
+    conf = np.asarray(viewer.layers["wide confidence"].data)
+    assert conf[:, -1].min() > 0 and conf[:, 0].min() > 0  # both edges predicted

@@ -229,11 +229,38 @@ def accept_result_layer(viewer: Any, layer: Any, kind: str = "strong") -> Any:
                              metadata={KIND_KEY: LabelKind(kind).value})
 
 
-def visible_region(viewer: Any, image_layer: Any, max_side: int = 1024) -> tuple[tuple[int, int], ...]:
+#: Largest edge of a previewed region: what a screen can show at once, several times over.
+MAX_PREVIEW_SIDE = 4096
+
+
+def _view_box(viewer: Any, image_layer: Any, nd: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Data coordinates (last two axes) of the canvas's top-left and bottom-right corners, or None
+    when the canvas size is unknown (no window yet)."""
+    camera = getattr(getattr(viewer, "scene", None), "camera", None) or viewer.camera
+    canvas = getattr(viewer, "canvas", None)
+    size = getattr(canvas, "size", None) if canvas is not None else None
+    if size is None:
+        size = getattr(viewer, "_canvas_size", None)
+    if size is None or min(size) <= 0 or camera.zoom <= 0:
+        return None
+    half = np.asarray(size[-2:], float) / float(camera.zoom) / 2.0  # world units on each side
+    centre = np.asarray(list(camera.center)[-2:], float)
+    corners = []
+    for sign in (-1.0, 1.0):
+        world = list(viewer.dims.point)
+        world[-2:] = list(centre + sign * half)
+        corners.append(np.asarray(image_layer.world_to_data(world), float)[-2:])
+    lo, hi = np.minimum(*corners), np.maximum(*corners)
+    return lo, hi
+
+
+def visible_region(viewer: Any, image_layer: Any, max_side: int = MAX_PREVIEW_SIDE) -> tuple[tuple[int, int], ...]:
     """The region of the image a person is looking at, as (start, stop) per spatial axis.
 
-    2D images up to ``max_side`` are previewed whole; larger ones around the view centre. For volumes
-    the current slice of the first axis is used, which is what the 2D canvas shows.
+    In the image plane this is the part of the image inside the canvas (the whole image when it is
+    all in view, whatever its size: the preview predicts it in tiles), at most ``max_side`` per axis
+    around the view centre. For volumes the current slice of the first axis is used, which is what
+    the 2D canvas shows.
     """
     shape = image_spatial_shape(image_layer)
     nd = len(shape)
@@ -244,12 +271,23 @@ def visible_region(viewer: Any, image_layer: Any, max_side: int = 1024) -> tuple
         center = np.asarray(image_layer.world_to_data(full_world))[-nd:]
     except Exception:  # noqa: BLE001 - any camera oddity: fall back to the image centre
         center = np.asarray(shape, float) / 2
+    try:
+        box = _view_box(viewer, image_layer, nd)
+    except Exception:  # noqa: BLE001 - no canvas (headless) or an odd transform: centre window
+        box = None
     region = []
     for ax, size in enumerate(shape):
         if nd == 3 and ax == 0:
             z = int(np.clip(round(float(center[0])), 0, size - 1))
             region.append((z, z + 1))
             continue
+        plane_ax = ax - (nd - 2)
+        if box is not None:
+            lo = int(np.clip(np.floor(box[0][plane_ax]), 0, size))
+            hi = int(np.clip(np.ceil(box[1][plane_ax]) + 1, 0, size))
+            if hi - lo >= 1 and hi - lo <= max_side:
+                region.append((lo, hi))
+                continue
         if size <= max_side:
             region.append((0, size))
             continue
