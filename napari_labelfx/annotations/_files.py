@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,7 +43,10 @@ def atomic_write_folder(folder: str | os.PathLike, fill: Callable[[Path], None])
     folder = Path(folder)
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
+    from ..io.atomic import clean_stale_temporaries, temp_token
+
+    clean_stale_temporaries(folder)  # leftovers of killed writes (their process is gone)
+    token = temp_token()  # carries our pid, so a later write can tell our leftovers from a live write
     tmp = parent / f".{folder.name}.tmp-{token}"
     old = parent / f".{folder.name}.old-{token}"
     tmp.mkdir()
