@@ -3,7 +3,8 @@
 A package holds: the weights as a plain PyTorch state dict (``weights.pt``, loadable with
 ``torch.load(weights_only=True)``) with the self-contained architecture source
 (``labelfx_unet.py``, class ``LabelfxUNet``) and its kwargs; ONNX and TorchScript weights converted from
-them; typed axes whose tiling (min size and step) is the network's divisor ``2**depth``; the percentile
+them; typed axes whose tiling is set by the network's divisor ``d = 2**depth`` (step ``d``, minimum
+``4 d``, output halo ``d`` so tiled predictions overlap instead of showing seams); the percentile
 normalisation of config.json as preprocessing; test input/output tensors cropped from a real image;
 a cover (input | prediction); a README naming method, labels, data, authors, licence and citations;
 and labelfx's own config.json as the attachment ``labelfx_config.json`` (with ``config.labelfx`` in
@@ -42,6 +43,8 @@ ARCH_FILE = "labelfx_unet.py"
 WEIGHTS_FILE = "weights.pt"
 INPUT_ID = "raw"
 OUTPUT_ID = "probabilities"
+#: Minimum tile edge in divisors: leaves a valid centre of 2 divisors inside the halo of one divisor.
+MIN_TILE_DIVISORS = 4
 #: Largest test-tensor edge (pixels) per spatial axis: keeps packages and their model test small.
 MAX_TEST_EDGE = {2: 256, 3: 64}
 
@@ -91,14 +94,14 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
-def crop_for_test(image: np.ndarray, divisor: int) -> np.ndarray:
-    """A central crop ``(C, *spatial)`` whose sizes are multiples of ``divisor`` (edge-padded if smaller)."""
+def crop_for_test(image: np.ndarray, divisor: int, minimum: int | None = None) -> np.ndarray:
+    """A central crop ``(C, *spatial)``: sizes multiples of ``divisor``, at least ``minimum`` (edge-padded)."""
     dims = image.ndim - 1
     cap = MAX_TEST_EDGE[dims]
     index: list[slice] = [slice(None)]
     pads = [(0, 0)]
     for s in image.shape[1:]:
-        edge = max(divisor, (min(s, cap) // divisor) * divisor)
+        edge = max(minimum or divisor, (min(s, cap) // divisor) * divisor)
         start = max(0, (s - edge) // 2)
         index.append(slice(start, start + edge))
         pads.append((0, max(0, edge - s)))
@@ -136,7 +139,10 @@ def cover_image(normalised: np.ndarray, probs: np.ndarray, multilabel: bool) -> 
         colours = _label_colours(probs.shape[0])
     overlay = np.where(labels[..., None] > 0, (0.45 * rgb + 0.55 * colours[labels]).astype(np.uint8), rgb)
     gap = np.full((rgb.shape[0], max(2, rgb.shape[1] // 32), 3), 255, np.uint8)
-    return np.concatenate([rgb, gap, overlay], axis=1)
+    cover = np.concatenate([rgb, gap, overlay], axis=1)
+    # small test crops make thumbnails too small to see in the model zoo: enlarge (nearest) to >= 256 px high
+    factor = max(1, -(-256 // cover.shape[0]))
+    return np.repeat(np.repeat(cover, factor, axis=0), factor, axis=1)
 
 
 def _readme(config: dict[str, Any], name: str, sample_name: str, authors: Sequence[str], license_id: str,
@@ -166,13 +172,14 @@ def _readme(config: dict[str, Any], name: str, sample_name: str, authors: Sequen
         f"- iterations: {config.get('iteration', train.get('iterations', 'unknown'))}, "
         f"patch size: {train.get('patch_size', 'unknown')}, preset/architecture: depth {model['depth']}, "
         f"width {model['width']}, norm `{model['norm']}`, upsampling `{model['upsample']}`",
+        *([f"- validation loss at export: {config['val_loss']:.4g}"] if isinstance(config.get("val_loss"), float) else []),
         f"- data: the annotated images of the labelfx training run; the test tensors are a crop of "
         f"`{sample_name}` (shape {list(shape)})",
         "",
         "## Input and preprocessing",
         "",
-        f"- {model['in_channels']} channel(s), spatial sizes multiples of {2 ** model['depth']} "
-        "(the tiling step); any larger image is tiled",
+        f"- {model['in_channels']} channel(s); tiles: spatial sizes multiples of {2 ** model['depth']}, at least "
+        f"{MIN_TILE_DIVISORS * 2 ** model['depth']}, with an output halo of {2 ** model['depth']} pixels",
         f"- per image and channel: `(x - p{norm.get('low', 1.0)}) / (p{norm.get('high', 99.8)} - "
         f"p{norm.get('low', 1.0)})` (bioimage.io `scale_range`, the normalisation used in training)",
         "",
@@ -253,7 +260,7 @@ def export_bioimageio(
     raw, sample_name = _sample_array(sample_image, axes, model, config)
     norm = config.get("normalisation") or {"low": 1.0, "high": 99.8}
     low, high = float(norm.get("low", 1.0)), float(norm.get("high", 99.8))
-    crop = crop_for_test(raw, div)
+    crop = crop_for_test(raw, div, MIN_TILE_DIVISORS * div)
     normalised = scale_range(crop, low, high)
     probs = reference_probabilities(model, torch.from_numpy(normalised[None]))
     method = config.get("method") or "supervised"
@@ -294,12 +301,14 @@ def export_bioimageio(
 
         input_axes: list[Any] = [bio.BatchAxis(), bio.ChannelAxis(channel_names=[
             bio.Identifier(f"channel{i}") for i in range(int(mcfg["in_channels"]))])]
-        input_axes += [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=div, step=div))
+        input_axes += [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(
+            min=MIN_TILE_DIVISORS * div, step=div))
                        for a in spatial]
         channel_names = _unique([_identifier(c, f"class{i}") for i, c in enumerate(classes)])
         output_axes: list[Any] = [bio.BatchAxis(), bio.ChannelAxis(channel_names=[
             bio.Identifier(c) for c in channel_names])]
-        output_axes += [bio.SpaceOutputAxis(id=bio.AxisId(a), size=bio.SizeReference(
+        # the halo: consumers that tile crop it from each block, so borders come from overlapping context
+        output_axes += [bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), halo=div, size=bio.SizeReference(
             tensor_id=bio.TensorId(INPUT_ID), axis_id=bio.AxisId(a))) for a in spatial]
         float32 = bio.EnsureDtypeDescr(kwargs=bio.EnsureDtypeKwargs(dtype="float32"))
         inputs = [bio.InputTensorDescr(
