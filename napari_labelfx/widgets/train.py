@@ -295,6 +295,7 @@ class TrainWidget(QWidget):
         self.stop_btn.setEnabled(running)
         self.predict_btn.setEnabled(not running)
         self.load_btn.setEnabled(not running)
+        self.export_btn.setEnabled(not running)
 
     # -- training ------------------------------------------------------------------------------------
     def training_config(self) -> dict:
