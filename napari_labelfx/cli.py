@@ -144,8 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("labelfx: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        # ValueError covers the library's input errors (LabelfxIOError, AnnotationError, ...).
+    except (CLIError, ValueError, OSError) as exc:
+        # ValueError covers the library's input errors (LabelfxIOError, AnnotationError, ...); OSError
+        # a disk that fills up or turns read-only mid-run (never a traceback for those either)
         print(f"labelfx {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
