@@ -53,6 +53,16 @@ def package(trained):
     return out
 
 
+@pytest.fixture(scope="module")
+def foreign(package):
+    """The same package without its labelfx section: a model labelfx did not make."""
+    def strip(rdf):
+        rdf.pop("config")
+        rdf["attachments"] = []
+
+    return _rewrite_package(package, package.with_name("foreign.zip"), drop=("labelfx_config.json",), rdf_edit=strip)
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LABELFX_CACHE_DIR", str(tmp_path / "cache"))
@@ -195,14 +205,9 @@ def test_imported_package_fine_tunes_with_another_method(trained, package, tmp_p
     assert config["method"] == "adele"
 
 
-def test_foreign_package_predicts_through_bioimageio_core(trained, package, tmp_path):
+def test_foreign_package_predicts_through_bioimageio_core(trained, foreign, tmp_path):
     from napari_labelfx.export.bioimageio_import import BioimageioPredictor, open_predictor
 
-    def strip(rdf):
-        rdf.pop("config")
-        rdf["attachments"] = []
-
-    foreign = _rewrite_package(package, tmp_path / "foreign.zip", drop=("labelfx_config.json",), rdf_edit=strip)
     pred = open_predictor(foreign, device="cpu")
     assert isinstance(pred, BioimageioPredictor) and pred.weight_format == "onnx"
     image = tifffile.imread(trained["img"])
@@ -256,7 +261,7 @@ def test_pickle_disguised_as_weights_is_refused_without_running(package, tmp_pat
     assert not marker.exists()
 
 
-def test_train_panel_exports_and_loads_packages(make_napari_viewer, qtbot, trained, package, tmp_path):
+def test_train_panel_exports_and_loads_packages(make_napari_viewer, qtbot, trained, package, foreign, tmp_path):
     from napari_labelfx.widgets.train import TrainWidget
 
     viewer = make_napari_viewer()
@@ -273,3 +278,11 @@ def test_train_panel_exports_and_loads_packages(make_napari_viewer, qtbot, train
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         pass
     qtbot.waitUntil(lambda: "img prediction" in viewer.layers, timeout=10_000)
+    viewer.layers.remove("img prediction")
+    w.load_model(str(foreign))  # a foreign package: kept as a package, predicted by bioimageio.core
+    assert w.model_dir == foreign
+    worker = w.predict()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    qtbot.waitUntil(lambda: "img prediction" in viewer.layers, timeout=10_000)
+    assert viewer.layers["img prediction"].data.shape == (64, 64)
