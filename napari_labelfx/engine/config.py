@@ -50,6 +50,8 @@ class TrainConfig:
     warmup_iterations : linear warm-up length (None: 5 % of the iterations, at most 100).
     val_block : edge in pixels of the blocks held out for validation.
     annotated_fraction : share of patches centred on an annotated pixel.
+    time_budget_s : stop after this many wall-clock seconds (None: run all ``iterations``); the
+        learning-rate schedule then follows the elapsed share of the budget, and ``iterations`` is a cap.
     """
 
     method: str = "supervised"
@@ -76,6 +78,7 @@ class TrainConfig:
     warmup_iterations: int | None = None
     val_block: int = 32
     annotated_fraction: float = 0.5
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ConfigError:
@@ -117,6 +120,11 @@ class TrainConfig:
             raise bad(
                 f"patch_size must have {want} sizes >= 4 for spatial={self.spatial!r}, got {self.patch_size}"
             )
+        if self.time_budget_s is not None:
+            v = self.time_budget_s
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise bad(f"time_budget_s must be a positive number of seconds, got {v!r}")
+            self.time_budget_s = float(v)
         if self.warmup_iterations is not None:
             positive_int("warmup_iterations", allow_zero=True)
         for name in ("model", "augment", "method_params"):

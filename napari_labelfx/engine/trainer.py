@@ -181,6 +181,11 @@ class Trainer:
         self.model_config = self._make_model_config()
         torch.manual_seed(cfg.seed)  # identical initial weights for identical seeds
         self.models: dict[str, nn.Module] = self.method.build_models(self.model_config)
+        if self.model_config.input_scale != 1.0 and not self.method.supports_input_scale:
+            raise ConfigError(
+                f"method {cfg.method!r} reads the network's features, so it cannot run at a working scale "
+                f"(model input_scale={self.model_config.input_scale}); use input_scale 1 or scale the images"
+            )
         if self.method.inference_model not in self.models:
             raise ConfigError(
                 f"method {cfg.method!r} names {self.method.inference_model!r} as its inference network "
@@ -406,7 +411,7 @@ class Trainer:
     def _train(self) -> Iterator[Update]:
         cfg = self.config
         total = cfg.iterations
-        t_start = time.perf_counter()
+        t_start = self._t_start = time.perf_counter()
         self._sampler_rng = np.random.default_rng([cfg.seed, 1])
         augmenter = Augmenter(self.augment_config, 2 if cfg.spatial == "2d" else 3, np.random.default_rng([cfg.seed, 2]))
         torch.manual_seed(cfg.seed + 1)
@@ -462,6 +467,9 @@ class Trainer:
             # -- between steps: control, new annotations, preview requests
             if self.control.should_stop:
                 reason = "stopped"
+                break
+            if cfg.time_budget_s is not None and time.perf_counter() - t_start >= cfg.time_budget_s:
+                reason = "time-budget"
                 break
             if self.control.is_paused:
                 t_pause = time.perf_counter()
@@ -611,7 +619,15 @@ class Trainer:
     def _set_lr(self, optimizer: AdamW, iteration: int) -> float:
         """Linear warm-up, then cosine decay to ``MIN_LR_FACTOR`` of the base rate."""
         cfg = self.config
-        factor = lr_factor(iteration, cfg.iterations, cfg.warmup, MIN_LR_FACTOR)
+        if cfg.time_budget_s is not None:
+            # a wall-clock budget: the cosine follows the elapsed share of the budget after warm-up
+            elapsed = time.perf_counter() - getattr(self, "_t_start", time.perf_counter())
+            share = min(1.0, elapsed / cfg.time_budget_s)
+            virtual = cfg.warmup + int(share * max(1, cfg.iterations - cfg.warmup))
+            factor = lr_factor(max(iteration, virtual) if iteration >= cfg.warmup else iteration,
+                               cfg.iterations, cfg.warmup, MIN_LR_FACTOR)
+        else:
+            factor = lr_factor(iteration, cfg.iterations, cfg.warmup, MIN_LR_FACTOR)
         for g in optimizer.param_groups:
             g["lr"] = g["initial_lr"] * factor
         return cfg.lr * factor

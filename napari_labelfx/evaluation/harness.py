@@ -32,6 +32,9 @@ from .split import make_split
 #: patches, one torch thread): a 20-image 512x512 set, training plus prediction, took 4 minutes
 #: (2.6 CPU-minutes), leaving room for a machine twice as loaded (see docs/evaluation.md).
 DEFAULT_ITERATIONS = 300
+#: With a time budget: the iteration cap and the validation interval (iterations).
+BUDGET_ITERATION_CAP = 10_000_000
+BUDGET_VAL_EVERY = 50
 #: Default patch size per spatial dimensionality when ``patch`` is not given.
 DEFAULT_PATCH = {2: (128, 128), 3: (16, 64, 64)}
 
@@ -95,6 +98,7 @@ def run_eval(
     derive_params: DeriveParams | None = None,
     model_dir: str | os.PathLike | None = None,
     progress: Any = None,
+    time_budget: float | None = None,
     **method_params: Any,
 ) -> dict:
     """Train ``method`` on a split of a dataset folder and evaluate it on the held-out test images.
@@ -124,6 +128,8 @@ def run_eval(
     derive_params : knobs of the label derivations.
     model_dir : keep the trained model folder here (None: a temporary folder, deleted after).
     progress : tqdm-like progress object for training.
+    time_budget : train for this many wall-clock seconds instead of an iteration count (``iters``
+        then caps the iterations; the report's ``iterations`` says how many were done).
     **method_params : parameters of the training method.
 
     Returns
@@ -170,7 +176,9 @@ def run_eval(
         )
 
     # -- training ------------------------------------------------------------------------------------
-    iterations = int(iters) if iters is not None else DEFAULT_ITERATIONS
+    if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget > 0):
+        raise EvalError(f"time budget must be a positive number of seconds, got {time_budget!r}")
+    iterations = int(iters) if iters is not None else (BUDGET_ITERATION_CAP if time_budget else DEFAULT_ITERATIONS)
     if iterations < 1:
         raise EvalError(f"iters must be >= 1, got {iters}")
     if patch is not None:
@@ -187,7 +195,9 @@ def run_eval(
             method=method, preset=preset, spatial="2d" if spatial_ndim == 2 else "3d",
             iterations=iterations, patch_size=patch_size, device=str(resolved_device), seed=int(seed),
             preview_every_s=0.0, output_dir=str(train_dir), method_params=dict(method_params),
-            val_every=max(iterations // 5, 1), log_every=max(min(iterations // 20, 50), 1),
+            val_every=BUDGET_VAL_EVERY if time_budget else max(iterations // 5, 1),
+            log_every=10 if time_budget else max(min(iterations // 20, 50), 1),
+            time_budget_s=None if time_budget is None else float(time_budget),
         )
         if batch is not None:
             cfg_kwargs["batch_size"] = int(batch)
@@ -292,6 +302,7 @@ def run_eval(
         "split": {"sizes": split.sizes(), "strong": split.strong, "others": split.others, "test": split.test},
         "iterations": int(result.iterations),
         "iterations_requested": iterations,
+        "time_budget_s": time_budget,
         "stopped_reason": result.stopped_reason,
         # the test images are predicted with the best checkpoint by validation loss: say which one
         "validation": [{"iteration": int(r["iteration"]), "val_loss": r["val_loss"]}
@@ -313,6 +324,9 @@ def run_eval(
         "metrics": metrics,
         "per_image": per_image,
     }
+    if hasattr(trainer, "snapshot"):  # the default path: which learner was scored, and why
+        report["auto"] = trainer.snapshot()
+        report["auto"].update({"scale": trainer.scale, "diameter": trainer.diameter})
     report = _json_safe(report)
     if out is not None:
         write_json(out, report)
@@ -384,7 +398,8 @@ def _to_original_size(
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``labelfx eval`` options to ``parser`` (returns it)."""
     parser.add_argument("--dataset", required=True, metavar="DIR", help="dataset folder (images/, masks/, meta.json)")
-    parser.add_argument("--method", required=True, metavar="NAME", help="training method, e.g. supervised")
+    parser.add_argument("--method", default="auto", metavar="NAME",
+                        help="training method: auto (forest + network, the better one; default), forest, supervised, ...")
     parser.add_argument("--strong", type=int, default=3, metavar="N", help="training images with full masks (3)")
     parser.add_argument(
         "--others", default="none", metavar="KIND",
@@ -394,6 +409,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--test", type=int, default=None, metavar="N", help="test images (max(2, 30%%))")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="split/derivation/training seed (0)")
     parser.add_argument("--iters", type=int, default=None, metavar="N", help=f"iterations ({DEFAULT_ITERATIONS})")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                        help="train for this many wall-clock seconds instead of an iteration count")
     parser.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:N, mps (auto)")
     parser.add_argument("--out", default=None, metavar="FILE", help="write the result JSON here")
     parser.add_argument("--preset", default="small", metavar="P", help="model preset: small, medium, large")
@@ -465,7 +482,7 @@ def main_eval(args: argparse.Namespace) -> int:
                 iters=args.iters, device=args.device, out=args.out, preset=args.preset, patch=args.patch,
                 batch=args.batch, scale=args.scale, augment=_parse_params(getattr(args, "augment", []) or [], "--augment"),
                 instance_split=getattr(args, "instance_split", "none"), max_dets=getattr(args, "max_dets", 1000),
-                progress=bar, **params,
+                progress=bar, time_budget=getattr(args, "time_budget", None), **params,
             )
         finally:
             if bar is not None:

@@ -114,6 +114,8 @@ class Method:
     inference_model : the key of ``build_models``' dict whose network predicts.
     needs_target : patches are drawn only from items with annotated pixels.
     supports_multilabel : the method handles (K, ...) multi-label targets.
+    supports_input_scale : the method reads only the logits, so the network may run at a working
+        scale (``ModelConfig.input_scale``); methods reading features or decoder maps must not.
     """
 
     name: ClassVar[str] = ""
@@ -123,6 +125,7 @@ class Method:
     inference_model: ClassVar[str] = "net"
     needs_target: ClassVar[bool] = True
     supports_multilabel: ClassVar[bool] = True
+    supports_input_scale: ClassVar[bool] = False
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         params = dict(params or {})

@@ -21,6 +21,7 @@ class Scribble(Method):
     description = "scribbles: partial cross-entropy on painted pixels only"
     defaults = {"class_balanced": True}
     important = ("class_balanced",)
+    supports_input_scale = True  # only the logits are used
 
     def loss(
         self, batch: dict[str, torch.Tensor], outputs: dict[str, Any], ctx: MethodContext

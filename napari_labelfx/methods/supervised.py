@@ -22,6 +22,7 @@ class Supervised(Method):
     description = "strong masks: cross-entropy + soft Dice (BCE + Dice per class when multi-label)"
     defaults = {"ce_weight": 1.0, "dice_weight": 1.0, "dice_include_background": False}
     important = ()
+    supports_input_scale = True  # only the logits are used
 
     def loss(
         self, batch: dict[str, torch.Tensor], outputs: dict[str, Any], ctx: MethodContext

@@ -33,6 +33,9 @@ class ModelConfig:
     image_head : add an image-level classifier (global average pool of the bottleneck -> linear).
     dropout : channel dropout probability before the segmentation head.
     options : architecture-specific extra keyword arguments for models registered later.
+    input_scale : the network works at this fraction of the image's resolution (the working scale,
+        chosen from the objects' size): inputs are resampled by it inside ``forward`` and the logits
+        resampled back, so callers always give and get full-resolution arrays. 1.0 = off.
     """
 
     name: str = "unet"
@@ -48,6 +51,7 @@ class ModelConfig:
     image_head: bool = False
     dropout: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
+    input_scale: float = 1.0
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> ModelConfigError:
@@ -73,6 +77,10 @@ class ModelConfig:
             raise bad(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not isinstance(self.options, dict):
             raise bad(f"options must be a dict, got {type(self.options).__name__}")
+        if isinstance(self.input_scale, bool) or not isinstance(self.input_scale, (int, float)) or \
+                not 0.05 <= float(self.input_scale) <= 1.0:
+            raise bad(f"input_scale must be a number in [0.05, 1], got {self.input_scale!r}")
+        self.input_scale = float(self.input_scale)
         self.multilabel = bool(self.multilabel)
         self.image_head = bool(self.image_head)
         self.dropout = float(self.dropout)

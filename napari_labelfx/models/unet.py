@@ -92,6 +92,20 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> SegOutput:
         self._check_input(x)
+        scale = self.config.input_scale
+        if scale != 1.0:
+            # the working scale: the network sees a smaller image, the caller gets full-size logits
+            # (decoder maps and features stay at the working scale)
+            full = tuple(x.shape[2:])
+            small = tuple(max(1, int(round(s * scale))) for s in full)
+            mode = "bilinear" if x.ndim == 4 else "trilinear"
+            x = F.interpolate(x, size=small, mode=mode, align_corners=False, antialias=x.ndim == 4)
+            out = self._forward(x)
+            logits = F.interpolate(out.logits, size=full, mode=mode, align_corners=False)
+            return SegOutput(logits=logits, features=out.features, decoder=out.decoder, image_logits=out.image_logits)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> SegOutput:
         size = tuple(x.shape[2:])
         skips = self._encode_padded(x)
         h = skips.pop()

@@ -1,0 +1,443 @@
+"""The default path: the pixel forest at once, a network behind it, and the better one shown.
+
+1. The forest is fitted on the person's labels (held-out blocks excluded) in seconds and its
+   prediction is shown at once.
+2. The working scale of the network comes from the objects' size (from full masks, or from the
+   forest's prediction when only scribbles exist), so a patch holds whole objects with context.
+3. Where the person painted nothing, the forest's confident predictions become the network's targets
+   (pseudo-labels); held-out pixels stay unknown to both learners.
+4. The network trains in the background. Both are scored on the same held-out annotated pixels; the
+   previews, "Predict" and the model folder ``best`` follow whichever scores higher (Dice), and every
+   update says which one it is (``data["source"]``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE, LabelKind, TrainingItem
+from ..data.checks import known_mask
+from ..data.split import ValidationSplit, split_validation
+from ..inference.labels import probabilities_to_labels
+from .config import ConfigError, TrainConfig
+from .control import TrainerControl
+from .forest_trainer import FOREST_DEFAULTS, ForestTrainer, forest_validation
+from .trainer import TrainResult, Trainer, describe_failure
+from .updates import Update, UpdateKind
+from .validation import evaluate_split
+
+#: Parameters of ``method="auto"``: the forest's (see ``FOREST_DEFAULTS``) and the network's.
+AUTO_DEFAULTS: dict[str, Any] = {
+    **{k: v for k, v in FOREST_DEFAULTS.items() if k != "live"},
+    "network": "supervised",
+    "scale": "auto",
+    "target_diameter": 24.0,
+    "min_scale": 0.25,
+    "pseudo_labels": True,
+    "pseudo_threshold": 0.8,
+    "pseudo_max_pixels": 12_000_000,
+}
+AUTO_IMPORTANT: tuple[str, ...] = ("network", "scale", "pseudo_labels")
+#: Working scales are rounded to multiples of this (fewer distinct model shapes, readable configs).
+SCALE_STEP = 0.125
+
+
+def object_diameter(masks: Sequence[np.ndarray], min_area: int = 16) -> float | None:
+    """Median equivalent diameter (pixels) of the connected foreground objects of boolean masks."""
+    from scipy import ndimage as ndi
+
+    areas: list[int] = []
+    for m in masks:
+        lab, n = ndi.label(m)
+        if n:
+            counts = np.bincount(lab.ravel())[1:]
+            areas.extend(int(a) for a in counts if a >= min_area)
+    if not areas:
+        return None
+    area = float(np.median(areas))
+    nd = masks[0].ndim
+    return 2 * math.sqrt(area / math.pi) if nd == 2 else 2 * (3 * area / (4 * math.pi)) ** (1 / 3)
+
+
+def working_scale(diameter: float | None, target: float, min_scale: float) -> float:
+    """Scale that brings objects of ``diameter`` pixels to about ``target`` pixels (never above 1)."""
+    if diameter is None or diameter <= 0:
+        return 1.0
+    s = min(1.0, max(min_scale, target / diameter))
+    return max(min_scale, round(s / SCALE_STEP) * SCALE_STEP)
+
+
+class AutoTrainer:
+    """Forest first, network behind it (see the module docstring); the interface of ``Trainer``."""
+
+    method_name = "auto"
+
+    def __init__(self, config: TrainConfig | dict, items: Sequence[TrainingItem], class_names: Sequence[str],
+                 multilabel: bool = False, control: TrainerControl | None = None) -> None:
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        params = {**AUTO_DEFAULTS, **self.config.method_params}
+        unknown = sorted(set(self.config.method_params) - set(AUTO_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"method 'auto' has no parameter(s) {unknown}; its parameters are {sorted(AUTO_DEFAULTS)}")
+        self.params = params
+        if params["network"] in ("auto", "forest"):
+            raise ConfigError(f"auto parameter network must be a network method, got {params['network']!r}")
+        if params["scale"] != "auto":
+            try:
+                s = float(params["scale"])
+            except (TypeError, ValueError):
+                raise ConfigError(f"auto parameter scale must be 'auto' or a number in (0, 1], got {params['scale']!r}") from None
+            if not 0.05 <= s <= 1.0:
+                raise ConfigError(f"auto parameter scale must be 'auto' or a number in [0.05, 1], got {s}")
+        if not 0.5 <= float(params["pseudo_threshold"]) <= 1.0:
+            raise ConfigError(f"auto parameter pseudo_threshold must be in [0.5, 1], got {params['pseudo_threshold']}")
+        self.control = control if control is not None else TrainerControl()
+        self.class_names = [str(c) for c in class_names]
+        self.multilabel = bool(multilabel)
+        out = None if self.config.output_dir is None else Path(self.config.output_dir)
+        self.out_dir = out
+        forest_params = {k: v for k, v in params.items() if k in FOREST_DEFAULTS}
+        forest_cfg = replace(self.config, method="forest", method_params=forest_params,
+                             output_dir=None if out is None else str(out / "forest"))
+        self.forest = ForestTrainer(forest_cfg, items, class_names, multilabel, control=self.control)
+        self.net: Trainer | None = None
+        self.net_split: ValidationSplit | None = None
+        self.scale = 1.0
+        self.diameter: float | None = None
+        self.forest_val: dict[str, Any] | None = None
+        self.net_val: dict[str, Any] | None = None
+        self.best_net_state: dict[str, torch.Tensor] | None = None
+        self.best_net_iteration = 0
+        self.winner = "forest"
+        self.history: list[dict] = []
+        self.result: TrainResult | None = None
+        self._pending: list[TrainingItem] | None = None
+        self._preview_request: tuple[int, tuple[slice, ...] | None] = (0, None)
+        self._started = False
+        self._t_start = time.perf_counter()
+
+    # -- the trainer interface -------------------------------------------------------------------------
+    @property
+    def iteration(self) -> int:
+        return 0 if self.net is None else self.net.iteration
+
+    def set_items(self, items: Sequence[TrainingItem]) -> None:
+        """Newer annotations: the forest is refitted and the network's targets renewed (thread-safe)."""
+        self._pending = list(items)
+
+    def request_preview(self, image_index: int, region: tuple[slice, ...] | None = None) -> None:
+        """Show ``region`` of item ``image_index`` from now on (thread-safe)."""
+        self._preview_request = (int(image_index), None if region is None else tuple(region))
+        self.forest.request_preview(image_index, region)
+        if self.net is not None:
+            self.net.request_preview(image_index, region)
+
+    def predict_region(self, image_index: int, region: tuple[slice, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and confidence of the current winner on a region of an item."""
+        if self.winner == "network" and self.net is not None:
+            return self.net.predict_region(image_index, region)
+        return self.forest.predict_region(image_index, region)
+
+    def run(self, progress: Any = None) -> TrainResult:
+        """Train to the end; raise ``TrainingFailed`` on failure."""
+        from .trainer import TrainingFailed
+
+        last = 0
+        for upd in self.updates():
+            if upd.kind == UpdateKind.PROGRESS and progress is not None and upd.data.get("source") == "network":
+                progress.update(upd.iteration - last)
+                last = upd.iteration
+            elif upd.kind == UpdateKind.FAILED:
+                raise TrainingFailed(upd.data["reason"], upd)
+        assert self.result is not None
+        return self.result
+
+    def updates(self) -> Iterator[Update]:
+        """STARTED, the forest's fit and preview, then the network's updates with comparisons, FINISHED."""
+        if self._started:
+            raise RuntimeError("updates() runs once; create a new trainer to train again")
+        self._started = True
+        try:
+            yield from self._run()
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the person as a message
+            import traceback
+
+            self.result = TrainResult(None, None, self.history, "failed", self.iteration)
+            yield Update(UpdateKind.FAILED, self.iteration, self.config.iterations, {
+                "reason": describe_failure(exc, self.iteration), "error_type": exc.__class__.__name__,
+                "traceback": traceback.format_exc(limit=20),
+            })
+
+    def snapshot(self, folder: str | Path | None = None) -> dict[str, Any]:
+        """The comparison now; with ``folder``, the best network so far is written there (benchmarks)."""
+        info = {"winner": self.winner, "forest_dice": (self.forest_val or {}).get("dice_mean"),
+                "network_dice": (self.net_val or {}).get("dice_mean"), "network_iteration": self.best_net_iteration,
+                "iterations": self.iteration, "seconds": time.perf_counter() - self._t_start}
+        if folder is not None and self.net is not None and self.best_net_state is not None:
+            self._save_network(Path(folder))
+            info["network_path"] = str(folder)
+        return info
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _log(self, message: str, level: str = "info") -> Update:
+        return Update(UpdateKind.LOG, self.iteration, self.config.iterations, {"message": message, "level": level})
+
+    def _estimate_scale(self, items: Sequence[TrainingItem], probs: dict[int, np.ndarray]) -> float:
+        if self.params["scale"] != "auto":
+            return float(self.params["scale"])
+        masks = []
+        for it in items:
+            if it.target is None or it.kind not in (LabelKind.STRONG, LabelKind.NOISY, "strong", "noisy"):
+                continue
+            t = it.target
+            masks.append((t[1:] == 1).any(0) if self.multilabel else (t > 0))
+        if not masks:  # sparse labels only: the objects the forest sees
+            for i, p in probs.items():
+                labels, _ = probabilities_to_labels(p, self.multilabel)
+                masks.append(labels[1:].any(0) if self.multilabel else labels > 0)
+        self.diameter = object_diameter(masks) if masks else None
+        return working_scale(self.diameter, float(self.params["target_diameter"]), float(self.params["min_scale"]))
+
+    def _forest_probabilities(self, items: Sequence[TrainingItem]) -> dict[int, np.ndarray]:
+        """Forest probabilities of whole items that have unknown pixels (within the pixel budget)."""
+        out: dict[int, np.ndarray] = {}
+        budget = int(self.params["pseudo_max_pixels"])
+        for i, it in enumerate(items):
+            if it.target is None or known_mask(it.target, self.multilabel).all():
+                continue
+            n = int(np.prod(it.image.shape[1:]))
+            if n > budget:
+                continue
+            budget -= n
+            out[i] = self.forest.region_probabilities(i, tuple(slice(0, d) for d in it.image.shape[1:]))
+        return out
+
+    def _network_items(self, split: ValidationSplit, probs: dict[int, np.ndarray]) -> list[TrainingItem]:
+        """The split's training items with confident forest labels where nobody painted (not held out)."""
+        if not self.params["pseudo_labels"]:
+            return list(split.train_items)
+        tau = float(self.params["pseudo_threshold"])
+        items = []
+        for i, (train, source) in enumerate(zip(split.train_items, split.source_items)):
+            p = probs.get(i)
+            if p is None or train.target is None:
+                items.append(train)
+                continue
+            free = ~known_mask(source.target, self.multilabel)  # never painted: not held out either
+            target = train.target.copy()
+            if self.multilabel:
+                confident = (p >= tau) | (p <= 1 - tau)
+                fill = free[None] & confident & (target == MULTILABEL_IGNORE)
+                target[fill] = (p >= 0.5).astype(target.dtype)[fill]
+            else:
+                labels = p.argmax(0)
+                confident = p.max(0) >= tau
+                fill = free & confident & (target == IGNORE_INDEX)
+                target[fill] = labels[fill]
+            items.append(replace(train, target=target))
+        return items
+
+    def _prepare_network(self, items: Sequence[TrainingItem]) -> tuple[TrainConfig, list[TrainingItem], dict]:
+        probs = self._forest_probabilities(items)
+        self.scale = self._estimate_scale(items, probs)
+        cfg = self.config
+        nd = items[0].image.ndim - 1 if cfg.spatial == "3d" else 2
+        patch = tuple(int(round(p / self.scale)) for p in cfg.patch_size)
+        self.net_split = split_validation(items, cfg.val_fraction, patch, cfg.spatial, self.multilabel,
+                                          block=cfg.val_block, seed=cfg.seed)
+        # both learners are scored on the same held-out pixels
+        self.forest_val = forest_validation(self.forest.forest, self.net_split, self.forest.cache,
+                                            self.class_names, self.multilabel) if self.net_split.enabled else None
+        net_items = self._network_items(self.net_split, probs)
+        model = dict(cfg.model)
+        if self.scale != 1.0:
+            model["input_scale"] = self.scale
+        budget = cfg.time_budget_s
+        if budget is not None:  # the budget covers the forest too: the network gets what is left
+            budget = max(1.0, budget - (time.perf_counter() - self._t_start))
+        net_cfg = replace(cfg, method=str(self.params["network"]), method_params={}, val_fraction=0.0,
+                          time_budget_s=budget,
+                          patch_size=patch if len(patch) == nd else cfg.patch_size, model=model,
+                          output_dir=None if self.out_dir is None else str(self.out_dir / "network"))
+        info = {"scale": self.scale, "diameter": self.diameter, "patch_size": list(net_cfg.patch_size),
+                "pseudo_labelled_items": len(probs)}
+        return net_cfg, net_items, info
+
+    def _evaluate_network(self) -> Update | None:
+        assert self.net is not None and self.net_split is not None
+        if not self.net_split.enabled:
+            return None
+        cfg = self.net.config
+        metrics = evaluate_split(self.net.model, self.net_split, self.class_names, self.multilabel,
+                                 self.net.device, cfg.batch_size, self.net.amp)
+        improved = self.net_val is None or _better(metrics, self.net_val)
+        if improved:
+            self.net_val = metrics
+            self.best_net_iteration = self.net.iteration
+            self.best_net_state = {k: v.detach().to("cpu", copy=True) for k, v in self.net.model.state_dict().items()}
+        before = self.winner
+        if self.forest_val is None or (self.net_val is not None and _better(self.net_val, self.forest_val)):
+            self.winner = "network"
+        else:
+            self.winner = "forest"
+        record = {"kind": "val", "iteration": self.net.iteration, "val_loss": metrics["val_loss"],
+                  "dice_mean": metrics["dice_mean"], "forest_dice": (self.forest_val or {}).get("dice_mean"),
+                  "winner": self.winner, "seconds": time.perf_counter() - self._t_start}
+        self.history.append(record)
+        data = {**metrics, "best": improved, "best_val_loss": self.net_val["val_loss"], "source": "network",
+                "forest": self.forest_val, "winner": self.winner, "changed": before != self.winner}
+        return Update(UpdateKind.VALIDATION, self.net.iteration, cfg.iterations, data)
+
+    def _save_network(self, folder: Path) -> Path:
+        from .checkpoint import save_model
+
+        assert self.net is not None
+        model = self.net.model
+        current = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        try:
+            if self.best_net_state is not None:
+                model.load_state_dict(self.best_net_state)
+            save_model(folder, model, {
+                "class_names": list(self.class_names), "multilabel": self.multilabel,
+                "train_config": self.net.config.to_dict(), "method": self.net.method.name,
+                "normalisation": self.net.normalisation, "history": list(self.net.history),
+                "iteration": self.best_net_iteration,
+                "val_loss": None if self.net_val is None else self.net_val["val_loss"],
+                "auto": {"scale": self.scale, "diameter": self.diameter},
+            })
+        finally:
+            model.load_state_dict(current)
+        return folder
+
+    def _forest_preview(self) -> Update:
+        upd = self.forest._preview()
+        return Update(UpdateKind.PREVIEW, self.iteration, self.config.iterations, {**upd.data, "source": "forest"})
+
+    def _apply_pending(self) -> Iterator[Update]:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        from ..data.checks import check_items
+
+        try:
+            checked = check_items(pending, len(self.class_names) if not self.multilabel else len(self.class_names),
+                                  self.multilabel, self.config.spatial)
+            for upd in self.forest._fit(checked):
+                yield Update(upd.kind, self.iteration, self.config.iterations, {**upd.data, "source": "forest"})
+        except ValueError as exc:
+            yield self._log(f"new annotations not used: {exc}", "warning")
+            return
+        if self.net is not None:
+            probs = self._forest_probabilities(checked)
+            self.net_split = split_validation(checked, self.config.val_fraction, self.net.config.patch_size,
+                                              self.config.spatial, self.multilabel, block=self.config.val_block,
+                                              seed=self.config.seed)
+            self.forest_val = forest_validation(self.forest.forest, self.net_split, self.forest.cache,
+                                                self.class_names, self.multilabel) if self.net_split.enabled else None
+            self.net.set_items(self._network_items(self.net_split, probs))
+            self.net_val = None  # new held-out pixels: the network's old scores do not compare
+        if self.winner == "forest":
+            yield self._forest_preview()
+
+    def _run(self) -> Iterator[Update]:
+        cfg = self.config
+        yield Update(UpdateKind.STARTED, 0, cfg.iterations, {
+            "device": "cpu", "method": "auto", "total": cfg.iterations, "start_iteration": 0, "amp": False,
+            "n_items": len(self.forest.items), "validation": cfg.val_fraction > 0,
+        })
+        for upd in self.forest._fit(self.forest.items):
+            yield Update(upd.kind, 0, cfg.iterations, {**upd.data, "source": "forest"})
+        yield self._forest_preview()
+        if self.out_dir is not None:
+            self.forest.save(self.out_dir / "forest")
+            yield Update(UpdateKind.CHECKPOINT, 0, cfg.iterations,
+                         {"path": str(self.out_dir / "forest"), "which": "forest", "val_loss": None})
+        net_cfg, net_items, info = self._prepare_network(self.forest.items)
+        yield self._log(
+            f"forest ready in {self.forest.fit_seconds:.1f} s (held-out Dice "
+            f"{_fmt((self.forest_val or {}).get('dice_mean'))}); network training at scale {self.scale:g} "
+            f"with {net_cfg.patch_size} patches"
+            + (f", pseudo-labels from the forest on {info['pseudo_labelled_items']} image(s)" if info["pseudo_labelled_items"] else "")
+        )
+        self.net = Trainer(net_cfg, net_items, self.class_names, multilabel=self.multilabel, control=self.control)
+        index, region = self._preview_request
+        self.net.request_preview(index, region)
+        self.net._preview_new = False  # the forest's preview is showing; the network's come on schedule
+        last_eval = 0
+        reason = "done"
+        for upd in self.net.updates():
+            yield from self._apply_pending()
+            kind = upd.kind
+            if kind == UpdateKind.STARTED:
+                continue
+            if kind == UpdateKind.FINISHED:
+                reason = upd.data.get("reason", "done")
+                break
+            if kind == UpdateKind.FAILED:
+                self.result = TrainResult(None, None, self.history, "failed", self.iteration)
+                yield upd
+                return
+            if kind == UpdateKind.CHECKPOINT:
+                continue  # the network's own last/ folders; the chosen model is written at the end
+            if kind == UpdateKind.PREVIEW:
+                yield Update(kind, upd.iteration, upd.total, {**upd.data, "source": "network"}) \
+                    if self.winner == "network" else self._forest_preview()
+                continue
+            if kind == UpdateKind.PROGRESS:
+                yield Update(kind, upd.iteration, upd.total, {**upd.data, "source": "network", "winner": self.winner})
+                if upd.iteration - last_eval >= cfg.val_every:
+                    last_eval = upd.iteration
+                    val = self._evaluate_network()
+                    if val is not None:
+                        yield val
+                        if val.data["changed"]:
+                            yield self._log(f"now showing the {self.winner} (held-out Dice: network "
+                                            f"{_fmt(self.net_val['dice_mean'])}, forest "
+                                            f"{_fmt((self.forest_val or {}).get('dice_mean'))})")
+                            if self.winner == "network":
+                                self.net.request_preview(*self._preview_request)
+                continue
+            yield upd
+        val = self._evaluate_network()
+        if val is not None:
+            yield val
+        if self.net_split is not None and not self.net_split.enabled and self.best_net_state is None:
+            self.winner = "network"  # nothing held out to compare on: the network, as trained
+        best = None
+        if self.out_dir is not None:
+            net_dir = self._save_network(self.out_dir / "network" / "best")
+            best = net_dir if self.winner == "network" else self.out_dir / "forest"
+            choice = {"winner": self.winner, "best": str(best), "forest": self.forest_val, "network": self.net_val,
+                      "network_iteration": self.best_net_iteration, "scale": self.scale, "diameter": self.diameter}
+            (self.out_dir / "choice.json").write_text(json.dumps(choice, indent=2, default=float) + "\n")
+            yield Update(UpdateKind.CHECKPOINT, self.iteration, cfg.iterations,
+                         {"path": str(best), "which": "best", "val_loss": None, "source": self.winner})
+        if self.winner == "network" and self.best_net_state is not None:
+            self.net.model.load_state_dict(self.best_net_state)
+        self.result = TrainResult(best, best, self.history, reason, self.iteration,
+                                  None if self.net_val is None else self.net_val["val_loss"])
+        yield Update(UpdateKind.FINISHED, self.iteration, cfg.iterations, {
+            "best_path": None if best is None else str(best), "last_path": None if best is None else str(best),
+            "reason": reason, "best_val_loss": self.result.best_val_loss, "winner": self.winner,
+            "seconds": time.perf_counter() - self._t_start, "history": list(self.history),
+        })
+
+
+def _better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when validation ``a`` beats ``b``: higher mean Dice, then lower loss."""
+    da, db = a.get("dice_mean"), b.get("dice_mean")
+    if da is not None and db is not None and da != db:
+        return da > db
+    return a["val_loss"] < b["val_loss"]
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"

@@ -1,0 +1,357 @@
+"""Training the pixel forest with the trainer's interface: ``updates()``, ``set_items``, previews.
+
+One fit takes seconds, so the forest is trained at once. In live mode (``method_params["live"]``, the
+Train panel's default for ``forest``) the trainer then waits: every change of the annotations refits
+the forest (features come from the tile cache) and every request of the person's field of view is
+answered with a fresh preview, until Stop. Without live mode it fits, saves and finishes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE, TrainingItem
+from ..data.checks import check_items
+from ..data.split import ValidationSplit, split_validation
+from ..forest.classifier import ForestError, ForestSettings, PixelForest
+from ..forest.features import KINDS, FilterBank
+from ..forest.folder import save_forest
+from ..forest.tiles import FeatureCache, image_digest, predict_region_probabilities, sample_training_pixels
+from ..inference.labels import probabilities_to_labels
+from .config import ConfigError, TrainConfig
+from .control import TrainerControl
+from .preview import RegionError, default_region, normalise_region
+from .trainer import DEFAULT_NORMALISATION, TrainResult, describe_failure
+from .updates import Update, UpdateKind
+
+#: Parameters of ``method="forest"`` (``TrainConfig.method_params``) and their defaults.
+FOREST_DEFAULTS: dict[str, Any] = {
+    "live": False,
+    "kind": "extra",
+    "n_trees": 64,
+    "max_samples": 40_000,
+    "min_samples_leaf": 2,
+    "max_depth": 0,
+    "sigmas": "0.3,0.7,1,1.6,3.5,5,10",
+    "features": ",".join(KINDS),
+}
+FOREST_IMPORTANT: tuple[str, ...] = ("live", "sigmas", "n_trees")
+#: Seconds between checks of the control and of new annotations while live.
+LIVE_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class ForestParams:
+    """Typed forest parameters parsed from ``method_params`` (see :data:`FOREST_DEFAULTS`)."""
+
+    live: bool
+    settings: ForestSettings
+    sigmas: tuple[float, ...]
+    kinds: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, params: dict[str, Any], seed: int = 0) -> "ForestParams":
+        unknown = sorted(set(params) - set(FOREST_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"method 'forest' has no parameter(s) {unknown}; its parameters are {sorted(FOREST_DEFAULTS)}")
+        p = {**FOREST_DEFAULTS, **params}
+
+        def floats(v: Any) -> tuple[float, ...]:
+            items = v.split(",") if isinstance(v, str) else list(v)
+            try:
+                return tuple(float(s) for s in items if str(s).strip())
+            except ValueError:
+                raise ConfigError(f"forest parameter sigmas must be numbers separated by commas, got {v!r}") from None
+
+        def integer(name: str) -> int:
+            v = p[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+                raise ConfigError(f"forest parameter {name} must be an integer, got {v!r}")
+            return int(v)
+
+        kinds = p["features"].split(",") if isinstance(p["features"], str) else list(p["features"])
+        try:
+            settings = ForestSettings(
+                kind=str(p["kind"]), n_trees=integer("n_trees"), max_samples=integer("max_samples"),
+                min_samples_leaf=integer("min_samples_leaf"),
+                max_depth=integer("max_depth") or None, seed=int(seed),
+            )
+        except ForestError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls(bool(p["live"]), settings, floats(p["sigmas"]), tuple(k.strip() for k in kinds if k.strip()))
+
+
+def forest_validation(
+    forest: PixelForest, split: ValidationSplit, cache: FeatureCache, class_names: Sequence[str], multilabel: bool,
+) -> dict[str, Any]:
+    """Loss, Dice and accuracy of the forest on the held-out pixels (definitions of ``evaluate_split``)."""
+    k = len(class_names)
+    inter, psum, tsum = np.zeros(k), np.zeros(k), np.zeros(k)
+    loss_sum = correct = n = 0.0
+    digests: dict[int, str] = {}
+    for w in split.windows:
+        item = split.source_items[w.item_index]
+        spatial = item.image.shape[1:]
+        region = tuple(slice(max(0, s), min(d, s + z)) for s, z, d in zip(w.start, w.size, spatial))
+        local = tuple(slice(r.start - s, r.stop - s) for r, s in zip(region, w.start))
+        mask = w.mask[local]
+        if not mask.any():
+            continue
+        if w.item_index not in digests:
+            digests[w.item_index] = image_digest(item.image)
+        probs = predict_region_probabilities(forest, item.image, region, cache, digest=digests[w.item_index])
+        if multilabel:
+            t = item.target[(slice(None), *region)]
+            known = (t != MULTILABEL_IGNORE) & mask[None]
+            y = t == 1
+            p = np.clip(probs, 1e-6, 1 - 1e-6)
+            loss_sum += float(-(np.where(y, np.log(p), np.log(1 - p)))[known].sum())
+            pred = probs > 0.5
+            correct += float(((pred == y) & known).sum())
+            n += float(known.sum())
+            axes = tuple(range(1, probs.ndim))
+            inter += (pred & y & known).sum(axes)
+            psum += (pred & known).sum(axes)
+            tsum += (y & known).sum(axes)
+        else:
+            t = item.target[region]
+            known = (t != IGNORE_INDEX) & mask
+            safe = np.where(known, t, 0)
+            picked = np.take_along_axis(probs, safe[None], 0)[0]
+            loss_sum += float(-np.log(np.clip(picked[known], 1e-6, 1.0)).sum())
+            pred = probs.argmax(0)
+            correct += float(((pred == safe) & known).sum())
+            n += float(known.sum())
+            for c in range(k):
+                pc, tc = (pred == c) & known, (safe == c) & known
+                inter[c] += (pc & tc).sum()
+                psum[c] += pc.sum()
+                tsum[c] += tc.sum()
+    denom = psum + tsum
+    dice_values = np.where(denom > 0, 2 * inter / np.maximum(denom, 1), np.nan)
+    first = 0 if multilabel else 1
+    fg = [float(v) for v in dice_values[first:] if not math.isnan(v)]
+    return {
+        "val_loss": loss_sum / max(n, 1.0),
+        "dice": {name: (None if math.isnan(v) else float(v)) for name, v in zip(class_names, dice_values)},
+        "dice_mean": float(np.mean(fg)) if fg else None,
+        "accuracy": correct / max(n, 1.0),
+        "n_pixels": int(n),
+    }
+
+
+class ForestTrainer:
+    """Fits a :class:`~napari_labelfx.forest.PixelForest` on training items; same interface as ``Trainer``.
+
+    Parameters are those of :class:`~napari_labelfx.engine.Trainer`; ``config.method`` is ``"forest"``
+    and ``config.method_params`` holds the :data:`FOREST_DEFAULTS` keys. ``iterations``, ``lr`` and the
+    other network settings are not used; ``val_fraction`` holds out annotated blocks for the score.
+    """
+
+    method_name = "forest"
+
+    def __init__(self, config: TrainConfig | dict, items: Sequence[TrainingItem], class_names: Sequence[str],
+                 multilabel: bool = False, control: TrainerControl | None = None) -> None:
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        self.class_names = [str(c) for c in class_names]
+        self.multilabel = bool(multilabel)
+        self.num_classes = len(self.class_names)
+        if self.num_classes < (1 if self.multilabel else 2):
+            raise ConfigError(f"the forest needs a background class and one more class; got {self.class_names}")
+        self.params = ForestParams.parse(dict(self.config.method_params), self.config.seed)
+        self.control = control if control is not None else TrainerControl()
+        self.items = check_items(items, self.num_classes, self.multilabel, self.config.spatial)
+        nd = self.items[0].image.ndim - 1
+        self.bank = FilterBank(self.params.sigmas, self.params.kinds, spatial_dims=nd)
+        self.cache = FeatureCache(self.bank)
+        self.forest: PixelForest | None = None
+        extra = self.items[0].extra if isinstance(self.items[0].extra, dict) else {}
+        self.normalisation = dict(extra.get("normalisation") or DEFAULT_NORMALISATION)
+        self.history: list[dict] = []
+        self.iteration = 0  # fits done
+        self.result: TrainResult | None = None
+        self.validation: dict[str, Any] | None = None
+        self.split: ValidationSplit | None = None
+        self.fit_seconds = 0.0
+        self._pending: list[TrainingItem] | None = None
+        self._preview_request: tuple[int, tuple[slice, ...] | None] = (0, None)
+        self._preview_new = False
+        self._started = False
+        self._digests: dict[int, str] = {}
+
+    # -- the trainer interface -------------------------------------------------------------------------
+    def set_items(self, items: Sequence[TrainingItem]) -> None:
+        """Newer annotations: the forest is refitted on them before the next preview (thread-safe)."""
+        self._pending = list(items)
+
+    def request_preview(self, image_index: int, region: tuple[slice, ...] | None = None) -> None:
+        """Show ``region`` of item ``image_index`` from now on (thread-safe)."""
+        self._preview_request = (int(image_index), None if region is None else tuple(region))
+        self._preview_new = True
+
+    def predict_region(self, image_index: int, region: tuple[slice, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and confidence of the current forest on a region of an item."""
+        probs = self.region_probabilities(image_index, region)
+        return probabilities_to_labels(probs, self.multilabel)
+
+    def region_probabilities(self, image_index: int, region: tuple[slice, ...] | None = None) -> np.ndarray:
+        """Probabilities (K, *region) of the current forest on a region of an item (cached features)."""
+        if self.forest is None:
+            raise ForestError("the forest is not trained yet")
+        item, region = self._resolve_region(image_index, region)
+        if image_index not in self._digests:
+            self._digests[image_index] = image_digest(item.image)
+        return predict_region_probabilities(self.forest, item.image, region, self.cache,
+                                            digest=self._digests[image_index])
+
+    def run(self, progress: Any = None) -> TrainResult:
+        """Fit (and, in live mode, keep refitting until stopped); raise ``TrainingFailed`` on failure."""
+        from .trainer import TrainingFailed
+
+        for upd in self.updates():
+            if upd.kind == UpdateKind.PROGRESS and progress is not None:
+                progress.update(1)
+            elif upd.kind == UpdateKind.FAILED:
+                raise TrainingFailed(upd.data["reason"], upd)
+        assert self.result is not None
+        return self.result
+
+    def updates(self) -> Iterator[Update]:
+        """STARTED, PROGRESS + VALIDATION + PREVIEW + CHECKPOINT per fit, then FINISHED (or FAILED)."""
+        if self._started:
+            raise RuntimeError("updates() runs once; create a new trainer to train again")
+        self._started = True
+        try:
+            yield from self._run()
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the person as a message
+            import traceback
+
+            self.result = TrainResult(None, None, self.history, "failed", self.iteration)
+            yield Update(UpdateKind.FAILED, self.iteration, 1, {
+                "reason": describe_failure(exc, None), "error_type": exc.__class__.__name__,
+                "traceback": traceback.format_exc(limit=20),
+            })
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _fit(self, items: list[TrainingItem]) -> list[Update]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        split = split_validation(items, cfg.val_fraction, cfg.patch_size, cfg.spatial, self.multilabel,
+                                 block=cfg.val_block, seed=cfg.seed)
+        rng = np.random.default_rng([cfg.seed, self.iteration])
+        x, y = sample_training_pixels(split.train_items, self.cache, self.num_classes, self.multilabel,
+                                      self.params.settings.max_samples, rng)
+        t_feat = time.perf_counter() - t0
+        forest = PixelForest(self.num_classes, self.multilabel, self.params.settings).fit(x, y)
+        self.forest, self.split, self.items = forest, split, items
+        self._digests = {}
+        self.iteration += 1
+        self.fit_seconds = time.perf_counter() - t0
+        out: list[Update] = []
+        record = {"kind": "train", "iteration": self.iteration, "loss": float("nan"), "lr": 0.0,
+                  "its_per_s": 1.0 / max(self.fit_seconds, 1e-9), "fit_s": self.fit_seconds,
+                  "feature_s": t_feat, "n_samples": int(x.shape[0])}
+        self.history.append(record)
+        out.append(Update(UpdateKind.PROGRESS, self.iteration, self.iteration, {
+            "loss": float("nan"), "losses": {}, "lr": 0.0, "its_per_s": record["its_per_s"], "epoch": self.iteration,
+            "elapsed_s": self.fit_seconds, "eta_s": 0.0, "fit_s": self.fit_seconds, "n_samples": int(x.shape[0]),
+            "source": "forest",
+        }))
+        if split.enabled:
+            metrics = forest_validation(forest, split, self.cache, self.class_names, self.multilabel)
+            self.validation = metrics
+            self.history.append({"kind": "val", "iteration": self.iteration, "val_loss": metrics["val_loss"],
+                                 "dice_mean": metrics["dice_mean"], "accuracy": metrics["accuracy"]})
+            out.append(Update(UpdateKind.VALIDATION, self.iteration, self.iteration,
+                              {**metrics, "best": True, "best_val_loss": metrics["val_loss"], "source": "forest"}))
+        else:
+            self.validation = None
+        return out
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the current forest as a model folder."""
+        if self.forest is None:
+            raise ForestError("the forest is not trained yet")
+        return save_forest(folder, self.forest, self.bank, int(self.items[0].image.shape[0]), {
+            "class_names": list(self.class_names), "multilabel": self.multilabel, "method": "forest",
+            "train_config": self.config.to_dict(), "normalisation": self.normalisation,
+            "history": list(self.history), "iteration": self.iteration,
+            "val_loss": None if self.validation is None else self.validation["val_loss"],
+            "validation": self.validation,
+        })
+
+    def _preview(self) -> Update | None:
+        self._preview_new = False
+        index, region = self._preview_request
+        try:
+            item, region = self._resolve_region(index, region)
+        except RegionError:
+            index, (item, region) = 0, self._resolve_region(0, None)
+        labels, confidence = self.predict_region(index, region)
+        return Update(UpdateKind.PREVIEW, self.iteration, self.iteration, {
+            "image_index": index, "region": tuple((s.start, s.stop) for s in region),
+            "labels": labels, "confidence": confidence, "name": item.name, "source": "forest",
+        })
+
+    def _resolve_region(self, image_index: int, region: tuple | None) -> tuple[TrainingItem, tuple[slice, ...]]:
+        if not 0 <= image_index < len(self.items):
+            raise RegionError(f"preview image index {image_index} is out of range (0..{len(self.items) - 1})")
+        item = self.items[image_index]
+        if region is None:
+            return item, default_region(item, self.multilabel)
+        return item, normalise_region(region, item.image.shape[1:], f"preview of {item.name!r}")
+
+    def _run(self) -> Iterator[Update]:
+        t_start = time.perf_counter()
+        out_dir = None if self.config.output_dir is None else Path(self.config.output_dir)
+        yield Update(UpdateKind.STARTED, 0, 1, {
+            "device": "cpu", "method": "forest", "total": 1, "start_iteration": 0, "amp": False,
+            "n_items": len(self.items), "features": self.bank.n_features(self.items[0].image.shape[0]),
+            "live": self.params.live,
+        })
+        yield from self._fit(self.items)
+        if self.config.preview_every_s > 0 or self.params.live:
+            yield self._preview()
+        if out_dir is not None:
+            self.save(out_dir / "best")
+            yield Update(UpdateKind.CHECKPOINT, self.iteration, self.iteration,
+                         {"path": str(out_dir / "best"), "which": "best", "val_loss": self.history[-1].get("val_loss")})
+        reason = "done"
+        while self.params.live and not self.control.should_stop:
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                try:
+                    checked = check_items(pending, self.num_classes, self.multilabel, self.config.spatial)
+                except ValueError as exc:
+                    yield Update(UpdateKind.LOG, self.iteration, self.iteration,
+                                 {"message": f"new annotations not used: {exc}", "level": "warning"})
+                    continue
+                try:
+                    yield from self._fit(checked)
+                except (ForestError, ValueError) as exc:  # e.g. the person erased one class
+                    yield Update(UpdateKind.LOG, self.iteration, self.iteration,
+                                 {"message": f"forest not refitted: {exc}", "level": "warning"})
+                    continue
+                self._preview_new = True
+                if out_dir is not None:
+                    self.save(out_dir / "best")
+            if self._preview_new:
+                yield self._preview()
+                continue
+            self.control.wait_while_paused(LIVE_POLL_S) if self.control.is_paused else time.sleep(LIVE_POLL_S)
+        if self.params.live:
+            reason = "stopped"
+        best = None if out_dir is None else out_dir / "best"
+        self.result = TrainResult(best, best, self.history, reason, self.iteration,
+                                  None if self.validation is None else self.validation["val_loss"])
+        yield Update(UpdateKind.FINISHED, self.iteration, self.iteration, {
+            "best_path": None if best is None else str(best), "last_path": None if best is None else str(best),
+            "reason": reason, "best_val_loss": self.result.best_val_loss,
+            "seconds": time.perf_counter() - t_start, "history": list(self.history),
+        })
