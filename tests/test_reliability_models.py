@@ -99,3 +99,12 @@ def test_train_settings_are_validated(files, tmp_path, capsys, flags, words):
 def test_demo_iters_zero_is_refused(capsys):
     assert main(["demo", "--headless", "--iters", "0"]) == 2
     assert "--iters" in capsys.readouterr().err
+
+
+def test_save_model_copies_a_forest_folder(tmp_path):
+    src = tmp_path / "run" / "best"
+    src.mkdir(parents=True)
+    np.savez_compressed(src / "forest.npz", a=np.zeros(3))
+    (src / "config.json").write_text(json.dumps({"model": {"name": "pixel_forest"}}))
+    dest = copy_model_folder(src, tmp_path / "saved")
+    assert is_model_folder(dest) and (dest / "forest.npz").is_file()

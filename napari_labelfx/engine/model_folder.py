@@ -17,8 +17,10 @@ from ..io.errors import LabelfxIOError
 from ..io.safety import check_writable
 
 #: Every file a labelfx model folder may hold; a folder with anything else is the person's.
-MODEL_FOLDER_FILES = frozenset({"model.safetensors", "model.pt", "model.pth", "config.json", "training_state.pt"})
-_WEIGHTS = ("model.safetensors", "model.pt", "model.pth")
+MODEL_FOLDER_FILES = frozenset({"model.safetensors", "model.pt", "model.pth", "config.json", "training_state.pt",
+                                "forest.npz"})
+#: Weights of a network, or the trees of a pixel forest (``forest/folder.py``).
+_WEIGHTS = ("model.safetensors", "model.pt", "model.pth", "forest.npz")
 
 
 def is_model_folder(path: str | os.PathLike) -> bool:
