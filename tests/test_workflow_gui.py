@@ -232,3 +232,30 @@ def test_preview_covers_the_whole_visible_field_of_view(make_napari_viewer, qtbo
     assert regions and [tuple(r) for r in regions[-1]] == [(0, 64), (0, 1300)]
     conf = np.asarray(viewer.layers["wide confidence"].data)
     assert conf[:, -1].min() > 0 and conf[:, 0].min() > 0  # both edges predicted
+
+
+def test_3d_defaults_fit_a_cpu_and_report_from_the_first_step(make_napari_viewer, qtbot):
+    """Item 3: 3D on a CPU gets a small patch, batch and network, a progress report from the first
+    iteration, and no preview of the untrained network."""
+    from napari_labelfx._sample_data import make_volume_3d
+    from napari_labelfx.engine.sizing import MIN_PREVIEW_ITERATIONS_3D
+
+    viewer = make_napari_viewer()
+    v = make_volume_3d(seed=0, shape=(12, 48, 48))
+    viewer.add_image(v["image"], name="vol")
+    viewer.add_labels(v["strong"], name="strong", metadata={"labelfx_kind": "strong"})
+    w = _train_widget(viewer, iters=3, patch=128)  # the 'small' preset's patch edge
+    w.batch_spin.setValue(4)
+    w.spatial_combo.setCurrentText("3d")
+    cfg = w.training_config()
+    assert cfg["patch_size"][0] <= 16 and max(cfg["patch_size"]) <= 64
+    assert cfg["batch_size"] <= 2 and cfg["model"]["width"] <= 8 and cfg["log_every"] == 1
+    seen = _record(w)
+    w.start()
+    qtbot.waitUntil(lambda: any(u.kind == UpdateKind.PROGRESS for u in seen), timeout=120_000)
+    first = next(u for u in seen if u.kind == UpdateKind.PROGRESS)
+    assert first.iteration == 1 and w.progress.value() >= 1
+    _wait_training(qtbot, w, seen)
+    assert any(u.kind == UpdateKind.PREVIEW for u in seen)
+    assert 3 < MIN_PREVIEW_ITERATIONS_3D and w.preview_count == 0
+    assert not np.asarray(viewer.layers["vol prediction"].data).any()  # nothing flooded the slice

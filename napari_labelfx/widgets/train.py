@@ -303,19 +303,27 @@ class TrainWidget(QWidget):
         from ..engine import TrainConfig
 
         spatial = self.spatial_combo.currentText()
-        nd = 3 if spatial == "3d" else 2
+        sizes: dict[str, Any] = {"patch_size": (self.patch_spin.value(),) * 2, "batch_size": self.batch_spin.value(),
+                                 "model": {}, "log_every": 10}
+        if spatial == "3d":
+            # a cube of the 2D patch edge takes minutes per step on a CPU: sizes for the machine, and a
+            # progress report every (slow) step
+            from ..engine.sizing import sized_3d
+
+            shape = _layers.image_spatial_shape(self.image_layer) if self.image_layer is not None else None
+            sizes = {**sized_3d(self.patch_spin.value(), self.batch_spin.value(), self.device_combo.currentText(),
+                                shape, self.preset_combo.currentText()), "log_every": 1}
         cfg = TrainConfig(
             method=self.method_combo.currentText(),
             preset=self.preset_combo.currentText(),
             spatial=spatial,
             iterations=self.iters_spin.value(),
             lr=self.lr_spin.value(),
-            batch_size=self.batch_spin.value(),
-            patch_size=(self.patch_spin.value(),) * nd,
             device=self.device_combo.currentText(),
             preview_every_s=self.refresh_spin.value(),
             output_dir=str(self._output_dir()),
             method_params=self.method_params.values(),
+            **sizes,
         )
         if self.stain_aug_check.isChecked():
             cfg.augment = {**cfg.augment, "hed": True}
@@ -385,6 +393,7 @@ class TrainWidget(QWidget):
         self._guard.runner = self.runner
         _layers.ensure_result_layers(self.viewer, image)
         self._last_region = None
+        self._run_spatial = cfg["spatial"]
         self._request_preview()
         self._set_running(True)
         self.pause_btn.setText("Pause")
@@ -483,7 +492,11 @@ class TrainWidget(QWidget):
             self.plot.add_val(upd.iteration, float(d.get("val_loss", np.nan)))
         elif kind == UpdateKind.PREVIEW:
             image = self.image_layer
-            if image is not None and d.get("image_index", 0) == 0:
+            from ..engine.sizing import MIN_PREVIEW_ITERATIONS_3D
+
+            if getattr(self, "_run_spatial", "2d") == "3d" and upd.iteration < MIN_PREVIEW_ITERATIONS_3D:
+                pass  # an untrained 3D network's prediction floods the slice: wait until it has learnt
+            elif image is not None and d.get("image_index", 0) == 0:
                 _layers.apply_preview(self.viewer, image, d)
                 self.preview_count += 1
                 if self.first_preview_s is None:
