@@ -60,6 +60,7 @@ def test_sample_volume_trained_on_slices_predicted_whole_with_objects(make_napar
     strong = viewer.layers["blobs strong (3 slices)"]
     painted = np.asarray(strong.data).copy()
     w = _train_widget(viewer, iters=6)
+    w.method_combo.setCurrentText("supervised")
     w.image_combo.setCurrentText("blobs 3d")
     assert w.spatial_combo.currentText() == "2d"
     viewer.layers.selection.active = strong  # the person is painting
@@ -246,6 +247,7 @@ def test_3d_defaults_fit_a_cpu_and_report_from_the_first_step(make_napari_viewer
     viewer.add_labels(v["strong"], name="strong", metadata={"labelfx_kind": "strong"})
     w = _train_widget(viewer, iters=3, patch=128)  # the 'small' preset's patch edge
     w.batch_spin.setValue(4)
+    w.method_combo.setCurrentText("supervised")
     w.spatial_combo.setCurrentText("3d")
     cfg = w.training_config()
     assert cfg["patch_size"][0] <= 16 and max(cfg["patch_size"]) <= 64
