@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .io.safety import is_saved_layer
 from .io.writer import write_labels
 
 
@@ -46,6 +47,9 @@ def _write(path: Path, data: Any, meta: dict[str, Any]) -> list[str]:
     write_labels(
         path, data, scale=None if scale is None else [float(s) for s in scale],
         metadata=_file_metadata(meta), axes=_axes(meta, len(level0.shape)),
+        # saving a layer again over a layer saved here before is the person's intent; anything
+        # else at the path (someone's file, a Zarr group, a folder) is still refused
+        overwrite=is_saved_layer(path),
     )
     return [str(path)]
 

@@ -204,3 +204,23 @@ def test_eval_unwritable_out_fails_before_the_run(tmp_path, capsys):
     folder.mkdir()
     assert main(["eval", "--dataset", str(tmp_path / "nowhere"), "--method", "supervised", "--out", str(folder)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_prediction_never_silently_replaces_a_saved_layer(model_and_image, tmp_path, capsys):
+    from napari_labelfx._writer import write_labels_tiff
+
+    model, img = model_and_image
+    painted = tmp_path / "painted.tif"
+    write_labels_tiff(str(painted), LABELS, {"name": "my labels", "scale": None})
+    before = painted.read_bytes()
+    assert main(["predict", "--model", str(model), str(img), str(painted), "--device", "cpu"]) == 2
+    assert "saved from napari" in capsys.readouterr().err
+    assert painted.read_bytes() == before
+    with pytest.raises(LabelfxIOError, match="saved from napari"):
+        write_labels(painted, LABELS + 1)
+    write_labels_tiff(str(painted), LABELS + 1, {"name": "my labels", "scale": None})  # the person saves again
+    assert tifffile.imread(painted)[0, 0] == 1
+    zpainted = tmp_path / "painted.zarr"
+    write_labels_zarr(str(zpainted), LABELS, {"name": "my labels"})
+    assert main(["predict", "--model", str(model), str(img), str(zpainted), "--device", "cpu"]) == 2
+    write_labels_zarr(str(zpainted), LABELS, {"name": "my labels"})

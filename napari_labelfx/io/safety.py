@@ -35,33 +35,63 @@ def _resolved(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(Path(path).expanduser())).resolve(strict=False)
 
 
-def is_own_zarr(path: Path) -> bool:
-    """True for a Zarr v3 array that a labelfx writer created and that holds nothing else."""
+def _own_zarr_metadata(path: Path) -> dict | None:
+    """The user metadata of a Zarr v3 array a labelfx writer created and that holds nothing else
+    (``{}`` when it has none); None for anything else."""
     meta = path / "zarr.json"
     try:
         doc = json.loads(meta.read_text(encoding="utf-8"))
         entries = {p.name for p in path.iterdir()}
     except (OSError, ValueError):
-        return False
+        return None
     if not isinstance(doc, dict) or doc.get("node_type") != "array":
-        return False
+        return None
     attrs = doc.get("attributes")
     if not isinstance(attrs, dict) or not any(k in attrs for k in _OWN_ZARR_ATTRS):
-        return False
-    return entries <= _OWN_ZARR_ENTRIES
+        return None
+    if not entries <= _OWN_ZARR_ENTRIES:
+        return None
+    extra = attrs.get("metadata")
+    return extra if isinstance(extra, dict) else {}
 
 
-def is_own_tiff(path: Path) -> bool:
-    """True for a TIFF file whose description carries the JSON block labelfx writers store."""
+def _own_tiff_metadata(path: Path) -> dict | None:
+    """The user metadata of a TIFF file labelfx wrote (``{}`` when it has none); None otherwise."""
     try:
         import tifffile
 
         from .tiff import _labelfx_metadata
 
         with tifffile.TiffFile(str(path)) as tif:
-            return _labelfx_metadata(tif) is not None
+            block = _labelfx_metadata(tif)
     except Exception:  # anything unreadable is, by definition, not something we wrote
-        return False
+        return None
+    if block is None:
+        return None
+    extra = block.get("metadata")
+    return extra if isinstance(extra, dict) else {}
+
+
+def is_own_zarr(path: Path) -> bool:
+    """True for a Zarr v3 array that a labelfx writer created and that holds nothing else."""
+    return _own_zarr_metadata(path) is not None
+
+
+def is_own_tiff(path: Path) -> bool:
+    """True for a TIFF file whose description carries the JSON block labelfx writers store."""
+    return _own_tiff_metadata(path) is not None
+
+
+def is_saved_layer(path: str | os.PathLike) -> bool:
+    """True for a file or Zarr array that the napari Labels writer saved (a person's layer).
+
+    The npe2 writer always records the layer ``name``; predictions and plain library writes do not.
+    Such a file is replaced only by the writer that saved it (the person saving again) or with
+    ``overwrite``, never silently by a prediction.
+    """
+    path = Path(path)
+    meta = _own_zarr_metadata(path) if path.is_dir() else _own_tiff_metadata(path) if path.is_file() else None
+    return isinstance(meta, dict) and "name" in meta
 
 
 def _is_zarr_store(path: Path) -> bool:
@@ -125,6 +155,7 @@ def check_destination(
                 path, f"is an existing folder; the {what} file would replace it (folders are never "
                       "deleted to make room): choose another path")
         if is_own_zarr(path):
+            _refuse_saved_layer(path, overwrite, what)
             return path
         if not _is_zarr_store(path):
             raise LabelfxIOError(
@@ -137,12 +168,20 @@ def check_destination(
         return path
     # an existing file (or a link)
     if not writes_folder and is_own_tiff(path):
+        _refuse_saved_layer(path, overwrite, what)
         return path
     if not overwrite:
         raise LabelfxIOError(
             path, "exists and was not written by labelfx; use --overwrite (overwrite=True) to replace "
                   "it, or choose another path")
     return path
+
+
+def _refuse_saved_layer(path: Path, overwrite: bool, what: str) -> None:
+    if not overwrite and is_saved_layer(path):
+        raise LabelfxIOError(
+            path, f"holds a layer saved from napari (e.g. painted labels); the {what} would replace it: use "
+                  "--overwrite (overwrite=True) to replace it, or choose another path")
 
 
 def check_distinct(paths: dict[str, str | os.PathLike | None]) -> None:
