@@ -130,6 +130,9 @@ def test_cli_export_onnx_and_errors(trained, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["output"] == str(out)
     assert main(["export", str(trained["model"]), str(tmp_path / "p.zip"), "--format", "bioimageio"]) == 2
     assert "--sample-image" in capsys.readouterr().err
+    assert main(["export", str(trained["model"]), str(tmp_path / "p.zip"), "--format", "bioimageio",
+                 "--sample-image", str(trained["img"]), "--license", "NOPE"]) == 2
+    assert "SPDX" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nope"), str(out), "--format", "onnx"]) == 2
     assert "nope" in capsys.readouterr().err
 

@@ -251,6 +251,13 @@ def export_bioimageio(
     from bioimageio.spec import save_bioimageio_package
     from bioimageio.spec.model import v0_5 as bio
 
+    out = Path(out)
+    if out.suffix != ".zip":
+        raise ExportError(f"{out}: a bioimage.io package is a .zip file; give an output path ending in .zip")
+    try:
+        bio.LicenseId(license_id)
+    except ValueError:
+        raise ExportError(f"unknown licence {license_id!r}: give an SPDX id such as CC-BY-4.0, MIT or BSD-3-Clause") from None
     model, config = load_exportable(model_dir)
     mcfg = config["model"]
     dims, div = int(mcfg["spatial_dims"]), 2 ** int(mcfg["depth"])
@@ -269,9 +276,6 @@ def export_bioimageio(
     classes = config.get("class_names") or [f"class{i}" for i in range(mcfg["num_classes"])]
     spatial = ["z", "y", "x"][3 - dims:]
 
-    out = Path(out)
-    if out.suffix != ".zip":
-        raise ExportError(f"{out}: a bioimage.io package is a .zip file; give an output path ending in .zip")
     with tempfile.TemporaryDirectory(prefix="labelfx-bioimageio-") as tmpdir:
         work = Path(tmpdir)
         weights = work / WEIGHTS_FILE
@@ -329,7 +333,7 @@ def export_bioimageio(
         method_cite = METHOD_CITATIONS.get(method)
         if method_cite and method_cite[1]:
             cite.insert(0, bio.CiteEntry(text=method_cite[0], url=bio.HttpUrl(method_cite[1])))
-        descr = bio.ModelDescr(
+        descr = _validated(bio.ModelDescr,
             name=name,
             description=description or (
                 f"{dims}D UNet segmenting {', '.join(map(str, classes[1:] if not mcfg.get('multilabel') else classes))}"
@@ -359,6 +363,19 @@ def export_bioimageio(
     if run_test:
         run_model_test(out)
     return out
+
+
+def _validated(cls: Any, **fields: Any) -> Any:
+    """Build a bioimage.io description; its (long, nested) validation errors become one line."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        raise ExportError(f"the bioimage.io description is invalid at {where or 'the top'}: "
+                          f"{str(first.get('msg'))[:200]}") from None
 
 
 def run_model_test(package: str | os.PathLike, weight_format: str | None = None) -> Any:
