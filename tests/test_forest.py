@@ -186,7 +186,8 @@ def test_forest_trains_on_every_painted_kind_and_ignores_unknown():
     strong = TrainingItem(image[None], mask.astype(np.int64), LabelKind.STRONG, name="s")
     sparse = TrainingItem(image[None], scribbles(mask, seed=3), LabelKind.SCRIBBLE, name="w")
     unlabelled = TrainingItem(image[None], None, LabelKind.NONE, name="u")
-    cfg = TrainConfig(method="forest", method_params={"n_trees": 8, "sigmas": "0.3,1,2", "max_samples": 500},
+    cfg = TrainConfig(method="forest", method_params={"n_trees": 8, "sigmas": "0.3,1,2", "max_samples": 500,
+                                                      "live": False},
                       preview_every_s=0, val_fraction=0.0)
     trainer = make_trainer(cfg, [strong, sparse, unlabelled], ["background", "nucleus"])
     assert isinstance(trainer, ForestTrainer)

@@ -1,7 +1,8 @@
 """Training the pixel forest with the trainer's interface: ``updates()``, ``set_items``, previews.
 
-One fit takes seconds, so the forest is trained at once. In live mode (``method_params["live"]``, the
-Train panel's default for ``forest``) the trainer then waits: every change of the annotations refits
+One fit takes seconds, so the forest is trained at once. In live mode (``method_params["live"]``, on
+by default; ``run()``, the batch entry point of the CLI and ``labelfx eval``, turns it off) the trainer
+then waits: every change of the annotations refits
 the forest (features come from the tile cache) and every request of the person's field of view is
 answered with a fresh preview, until Stop. Without live mode it fits, saves and finishes.
 """
@@ -32,7 +33,7 @@ from .updates import Update, UpdateKind
 
 #: Parameters of ``method="forest"`` (``TrainConfig.method_params``) and their defaults.
 FOREST_DEFAULTS: dict[str, Any] = {
-    "live": False,
+    "live": True,
     "kind": "extra",
     "n_trees": 64,
     "max_samples": 40_000,
@@ -211,9 +212,13 @@ class ForestTrainer:
                                             digest=self._digests[image_index])
 
     def run(self, progress: Any = None) -> TrainResult:
-        """Fit (and, in live mode, keep refitting until stopped); raise ``TrainingFailed`` on failure."""
+        """Fit once (live mode is for ``updates()`` consumers); raise ``TrainingFailed`` on failure."""
+        from dataclasses import replace
+
         from .trainer import TrainingFailed
 
+        # a batch run (CLI, eval) fits once: live refits need somebody painting and pressing Stop
+        self.params = replace(self.params, live=False)
         for upd in self.updates():
             if upd.kind == UpdateKind.PROGRESS and progress is not None:
                 progress.update(1)

@@ -33,16 +33,15 @@ class MethodParamsForm(QWidget):
         self.important: tuple[str, ...] = ()
 
     def set_method(self, name: str) -> None:
-        from ..methods import get_method
+        from ..engine.factory import method_defaults
 
         for form in (self._form, self._more_form):
             while form.rowCount():
                 form.removeRow(0)
         self._editors = {}
         try:
-            cls = get_method(name)
-            defaults = dict(cls.defaults)
-            self.important = tuple(k for k in getattr(cls, "important", ()) if k in defaults)
+            defaults, important, _ = method_defaults(name)
+            self.important = tuple(k for k in important if k in defaults)
         except (KeyError, ValueError):
             defaults, self.important = {}, ()
         self.more.setVisible(len(defaults) > len(self.important))

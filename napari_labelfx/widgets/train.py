@@ -43,6 +43,9 @@ PRESET_DEFAULTS = {
 }
 
 
+#: Interval at which new strokes reach a live forest (ms).
+LIVE_REFRESH_MS = 400
+
 class _RunGuard:
     """What must be cleaned up when the panel or the viewer goes away (holds no Qt object).
 
@@ -117,7 +120,7 @@ class TrainWidget(QWidget):
 
     # -- UI ------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        from ..methods import available_methods
+        from ..engine.factory import training_methods
 
         lay = QVBoxLayout(self)
         form = QFormLayout()
@@ -128,8 +131,9 @@ class TrainWidget(QWidget):
         self.annotation_list.setMaximumHeight(90)
         form.addRow("Annotations", self.annotation_list)
         self.method_combo = QComboBox()
-        self.method_combo.addItems(list(available_methods()))
-        self.method_combo.setCurrentText("supervised")
+        # "auto" (the default path: forest at once, network behind it) and "forest" come first
+        self.method_combo.addItems(training_methods())
+        self.method_combo.setCurrentText("auto")
         form.addRow("Method", self.method_combo)
         self.preset_combo = QComboBox()
         self.preset_combo.addItems(list(PRESET_DEFAULTS))
@@ -198,6 +202,9 @@ class TrainWidget(QWidget):
         self.status = QLabel("Paint labels, then press Start.")
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
+        self.showing = QLabel("")  # which learner's prediction the person is looking at
+        self.showing.setWordWrap(True)
+        lay.addWidget(self.showing)
         self.plot = LossPlot()
         lay.addWidget(self.plot)
 
@@ -398,8 +405,12 @@ class TrainWidget(QWidget):
         self._set_running(True)
         self.pause_btn.setText("Pause")
         self.status.setText(f"Starting {cfg['method']} training on {image.name} ...")
+        self.showing.setText("")
+        self._source = self._forest_dice = self._net_dice = None
         self._poll_timer.start()
-        self._refresh_timer.start(int(self.refresh_spin.value() * 1000))
+        # the forest refits after each stroke (ilastik's live update): send new strokes at once
+        live = cfg["method"] in ("forest", "auto")
+        self._refresh_timer.start(LIVE_REFRESH_MS if live else int(self.refresh_spin.value() * 1000))
 
     def toggle_pause(self) -> None:
         if self.runner is None:
@@ -480,6 +491,8 @@ class TrainWidget(QWidget):
         kind, d = upd.kind, upd.data
         if kind == UpdateKind.STARTED:
             self.status.setText(f"Training {d.get('method', '')} on {d.get('device', '?')} ...")
+        elif kind == UpdateKind.PROGRESS and d.get("source") == "forest":
+            self._show_forest_fit(upd.iteration, d)
         elif kind == UpdateKind.PROGRESS:
             self.progress.setValue(min(upd.iteration, self.progress.maximum()))
             self.plot.add_train(upd.iteration, float(d.get("loss", np.nan)))
@@ -489,15 +502,19 @@ class TrainWidget(QWidget):
                 + (f"  {its:.1f} it/s" if its else "")
             )
         elif kind == UpdateKind.VALIDATION:
-            self.plot.add_val(upd.iteration, float(d.get("val_loss", np.nan)))
+            if d.get("source") != "forest":
+                self.plot.add_val(upd.iteration, float(d.get("val_loss", np.nan)))
+            self._show_comparison(d)
         elif kind == UpdateKind.PREVIEW:
             image = self.image_layer
             from ..engine.sizing import MIN_PREVIEW_ITERATIONS_3D
 
-            if getattr(self, "_run_spatial", "2d") == "3d" and upd.iteration < MIN_PREVIEW_ITERATIONS_3D:
+            if (getattr(self, "_run_spatial", "2d") == "3d" and d.get("source") != "forest"
+                    and upd.iteration < MIN_PREVIEW_ITERATIONS_3D):
                 pass  # an untrained 3D network's prediction floods the slice: wait until it has learnt
             elif image is not None and d.get("image_index", 0) == 0:
                 _layers.apply_preview(self.viewer, image, d)
+                self._show_source(d.get("source"))
                 self.preview_count += 1
                 if self.first_preview_s is None:
                     self.first_preview_s = time.monotonic() - self._t_start
@@ -532,6 +549,41 @@ class TrainWidget(QWidget):
             reason = d.get("reason", "unknown error")
             self._finish(f"Training failed: {reason}")
             show_error(f"LabelFX training failed: {reason}")
+
+    def _show_forest_fit(self, iteration: int, d: dict) -> None:
+        """A forest fit: say how long it took; the forest alone fills the progress bar."""
+        if self.method_combo.currentText() == "forest":
+            self.progress.setMaximum(1)
+            self.progress.setValue(1)
+        self.status.setText(f"forest fitted in {d.get('fit_s', 0.0):.1f} s on {d.get('n_samples', 0)} labelled pixels"
+                            + (" (live: paint more, it refits)" if self.method_combo.currentText() == "forest" else ""))
+
+    def _show_source(self, source: str | None) -> None:
+        if source is None:
+            return
+        self._source = source
+        self.showing.setText(self._showing_text())
+
+    def _show_comparison(self, d: dict) -> None:
+        if d.get("source") == "forest":
+            self._forest_dice = d.get("dice_mean")
+        else:
+            self._net_dice = d.get("dice_mean")
+            forest = d.get("forest") or {}
+            self._forest_dice = forest.get("dice_mean", getattr(self, "_forest_dice", None))
+        self.showing.setText(self._showing_text())
+
+    def _showing_text(self) -> str:
+        def fmt(v: Any) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        src = getattr(self, "_source", None)
+        text = f"Showing: {src}" if src else ""
+        scores = [f"forest {fmt(getattr(self, '_forest_dice', None))}"]
+        if getattr(self, "_net_dice", None) is not None:
+            scores.append(f"network {fmt(self._net_dice)}")
+        return text + (f"  (held-out Dice: {', '.join(scores)})" if getattr(self, "_forest_dice", None) is not None
+                       or getattr(self, "_net_dice", None) is not None else "")
 
     def _finish(self, message: str) -> None:
         self._poll_timer.stop()
