@@ -274,3 +274,29 @@ def test_training_methods_list_the_default_path_first():
     assert names[:2] == ["auto", "forest"] and "supervised" in names
     defaults, important, _ = method_defaults("forest")
     assert set(important) <= set(defaults)
+
+
+def test_cli_trains_a_forest_and_predicts_with_it(tmp_path, capsys):
+    import tifffile
+
+    from napari_labelfx._sample_data import make_nuclei_2d
+    from napari_labelfx.cli import main
+
+    d = make_nuclei_2d(seed=3, size=96)
+    img, lab = tmp_path / "img.tif", tmp_path / "scrib.tif"
+    tifffile.imwrite(img, (d["image"] * 1000).astype(np.uint16))
+    tifffile.imwrite(lab, d["scribbles"].astype(np.uint16))
+    out = tmp_path / "model"
+    assert main(["train", "--images", str(img), "--labels", str(lab), "--kind", "scribble", "--out", str(out),
+                 "--method", "forest", "--param", "n_trees=8", "--param", "sigmas=0.3,1,2"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out / "best" / "forest.npz").is_file() and res["best"] == str(out / "best")
+    for name in ("pred.tif", "pred.zarr"):  # in memory, and streamed window by window
+        assert main(["predict", "--model", str(out / "best"), str(img), str(tmp_path / name)]) == 0
+    from napari_labelfx.io.reader import read_image
+
+    mem, streamed = tifffile.imread(tmp_path / "pred.tif"), np.asarray(read_image(tmp_path / "pred.zarr").data)
+    truth = d["strong"] > 0
+    for pred in (mem, streamed):
+        assert 2 * (pred.astype(bool) & truth).sum() / (pred.astype(bool).sum() + truth.sum()) > 0.8
+    assert (mem == streamed).mean() > 0.97  # streaming windows see less context at their borders
