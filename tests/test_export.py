@@ -168,6 +168,7 @@ def test_bioimageio_package_passes_model_test(package):
         assert {"weights.pt", "weights.onnx", "weights_torchscript.pt", "labelfx_unet.py", "cover.png",
                 "README.md", "test_input.npy", "test_output.npy", "labelfx_config.json"} <= names
         readme = zf.read("README.md").decode()
+        assert "output_dir" not in zf.read("labelfx_config.json").decode()  # no local paths in a shared package
         state = torch.load(io.BytesIO(zf.read("weights.pt")), weights_only=True)
         test_input = np.load(io.BytesIO(zf.read("test_input.npy")))
         import yaml

@@ -75,6 +75,22 @@ UNET_CITATION = ("Ronneberger, Fischer and Brox, U-Net: Convolutional Networks f
                  "Segmentation, MICCAI 2015", "10.1007/978-3-319-24574-4_28")
 
 
+def method_of(config: dict[str, Any]) -> str:
+    """The training method of a model folder (an imported package keeps it under ``imported_from``)."""
+    imported = config.get("imported_from") if isinstance(config.get("imported_from"), dict) else {}
+    return str(config.get("method") or imported.get("method") or "supervised")
+
+
+def shareable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """config.json without the local paths a shared package should not carry (run and resume folders)."""
+    out = dict(config)
+    if isinstance(out.get("train_config"), dict):
+        out["train_config"] = {k: v for k, v in out["train_config"].items() if k not in ("output_dir", "resume_from")}
+    if isinstance(out.get("imported_from"), dict):
+        out["imported_from"] = {k: v for k, v in out["imported_from"].items() if k != "package"}
+    return out
+
+
 def _identifier(text: str, fallback: str) -> str:
     """A Python identifier made from a class name (bioimage.io channel names must be identifiers)."""
     ident = re.sub(r"\W", "_", str(text)).strip("_") or fallback
@@ -148,7 +164,7 @@ def cover_image(normalised: np.ndarray, probs: np.ndarray, multilabel: bool) -> 
 def _readme(config: dict[str, Any], name: str, sample_name: str, authors: Sequence[str], license_id: str,
             shape: Sequence[int]) -> str:
     model = config["model"]
-    method = config.get("method") or "supervised"
+    method = method_of(config)
     classes = config.get("class_names") or [f"class {i}" for i in range(model["num_classes"])]
     norm = config.get("normalisation") or {"low": 1.0, "high": 99.8}
     train = config.get("train_config") or {}
@@ -270,7 +286,7 @@ def export_bioimageio(
     crop = crop_for_test(raw, div, MIN_TILE_DIVISORS * div)
     normalised = scale_range(crop, low, high)
     probs = reference_probabilities(model, torch.from_numpy(normalised[None]))
-    method = config.get("method") or "supervised"
+    method = method_of(config)
     name = name or f"labelfx {method} UNet {dims}D"
     name = re.sub(r"[^A-Za-z0-9_+\- ()]", " ", name).strip()[:128].ljust(5, "_")
     classes = config.get("class_names") or [f"class{i}" for i in range(mcfg["num_classes"])]
@@ -289,7 +305,8 @@ def export_bioimageio(
         iio.imwrite(work / "cover.png", cover_image(normalised, probs[0], bool(mcfg.get("multilabel"))))
         (work / "README.md").write_text(
             _readme(config, name, sample_name, list(authors), license_id, crop.shape), encoding="utf-8")
-        (work / LABELFX_CONFIG).write_text(json.dumps(config, indent=2, default=str), encoding="utf-8")
+        (work / LABELFX_CONFIG).write_text(json.dumps(shareable_config(config), indent=2, default=str),
+                                           encoding="utf-8")
 
         example = torch.from_numpy(normalised[None])
         torch_version = bio.Version(torch.__version__.split("+")[0])
