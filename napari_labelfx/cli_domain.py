@@ -37,11 +37,25 @@ def add_skin_tone_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
     return parser
 
 
+def _check_report_paths(*paths: str | None) -> None:
+    """Report files (CSV, JSON, PNG) must be writable and must not be folders; checked before work."""
+    from .io.errors import LabelfxIOError
+    from .io.safety import check_writable
+
+    for path in paths:
+        if path is None:
+            continue
+        check_writable(path)
+        if Path(path).is_dir():
+            raise LabelfxIOError(path, "is a folder; give a file name for the report")
+
+
 def run_skin_tone(args: argparse.Namespace) -> int:
     """Estimate ITA and Fitzpatrick type of every image in a folder; write the CSV (and histogram)."""
     from .tools.skin_tone import estimate_folder, plot_fitzpatrick_histogram, write_csv
 
     try:
+        _check_report_paths(args.out, args.hist)  # before measuring a whole folder
         rows = estimate_folder(args.folder, on_error="record" if args.skip_errors else "raise",
                                hair_removal=not args.no_hair_removal)
         out = write_csv(rows, args.out)
@@ -67,6 +81,8 @@ def add_stain_normalize_arguments(parser: argparse.ArgumentParser) -> argparse.A
                         help="reference RGB image to match (Macenko/Vahadane default: the built-in H&E reference; "
                              "Reinhard needs one)")
     parser.add_argument("--tile", type=int, default=2048, help="tile side for large images")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output that labelfx did not write (never the input or a folder)")
     return parser
 
 
@@ -83,29 +99,41 @@ def read_rgb(path: str | Path) -> Any:
     return image.data
 
 
-def write_rgb(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write a uint8 RGB image atomically: PNG/JPEG/BMP through OpenCV, TIFF/Zarr through ``io``."""
+def write_rgb(path: str | Path, rgb: np.ndarray, overwrite: bool = False) -> Path:
+    """Write a uint8 RGB image atomically: PNG/JPEG/BMP through OpenCV, TIFF/Zarr through ``io``.
+
+    An existing file labelfx did not write is replaced only with ``overwrite`` (see `io.safety`).
+    """
     import cv2
 
     from .io import atomic_path, write_image
 
+    from .io.safety import check_destination
+
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in _CV_SUFFIXES:
+        check_destination(path, overwrite=overwrite)  # PNG/JPEG carry no labelfx mark: existing = foreign
         ok, buf = cv2.imencode(suffix, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
         if not ok:
             raise OSError(f"{path}: OpenCV could not encode the image")
         with atomic_path(path) as tmp:
             tmp.write_bytes(buf.tobytes())
         return path
-    return write_image(path, np.asarray(rgb), axes="YXS", unit=None)
+    return write_image(path, np.asarray(rgb), axes="YXS", unit=None, overwrite=overwrite)
 
 
 def normalize_file(input_path: str | Path, output_path: str | Path, method: str = "macenko",
-                   reference: str | Path | None = None, tile: int = 2048) -> Path:
-    """Stain-normalise one image file into another (tiled, one set of statistics per image)."""
+                   reference: str | Path | None = None, tile: int = 2048, overwrite: bool = False) -> Path:
+    """Stain-normalise one image file into another (tiled, one set of statistics per image).
+
+    The output is checked before any work: never the input or the reference, never a folder, and an
+    existing file labelfx did not write only with ``overwrite``.
+    """
+    from .io.safety import check_destination
     from .tools.stain import StainError, make_normalizer
 
+    check_destination(output_path, inputs=(input_path, reference), overwrite=overwrite)
     norm = make_normalizer(method)
     if reference is not None:
         norm.fit(np.asarray(read_rgb(reference))[..., :3], name=str(reference))
@@ -115,13 +143,14 @@ def normalize_file(input_path: str | Path, output_path: str | Path, method: str 
     if image.shape[-1] == 4:
         image = np.asarray(image)[..., :3]
     out = norm.normalize_tiled(image, tile=int(tile), name=str(input_path))
-    return write_rgb(output_path, out)
+    return write_rgb(output_path, out, overwrite=overwrite)
 
 
 def run_stain_normalize(args: argparse.Namespace) -> int:
     """``labelfx stain-normalize``: normalise IN to the reference and write OUT."""
     try:
-        out = normalize_file(args.input, args.output, args.method, args.reference, args.tile)
+        out = normalize_file(args.input, args.output, args.method, args.reference, args.tile,
+                             overwrite=getattr(args, "overwrite", False))
     except ValueError as exc:
         return _fail(str(exc))
     print(f"{args.method} -> {out}")
@@ -169,6 +198,7 @@ def run_debias(args: argparse.Namespace) -> int:
     from .io import atomic_path
 
     try:
+        _check_report_paths(args.out)  # before training, not after it
         config = ClassifierConfig(scheme=args.scheme, iterations=args.iters, batch_size=args.batch,
                                   seed=args.seed, device=args.device)
         data = load_classification_data(args.dataset, args.label_column, args.positive, args.skin_column, args.size)

@@ -224,3 +224,23 @@ def test_prediction_never_silently_replaces_a_saved_layer(model_and_image, tmp_p
     write_labels_zarr(str(zpainted), LABELS, {"name": "my labels"})
     assert main(["predict", "--model", str(model), str(img), str(zpainted), "--device", "cpu"]) == 2
     write_labels_zarr(str(zpainted), LABELS, {"name": "my labels"})
+
+
+def test_stain_normalize_and_reports_never_destroy(tmp_path, capsys):
+    src = tmp_path / "in.png"
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    import cv2
+
+    cv2.imwrite(str(src), rgb)
+    before = src.read_bytes()
+    assert main(["stain-normalize", str(src), str(src)]) == 2  # the input, even with --overwrite
+    assert main(["stain-normalize", str(src), str(src), "--overwrite"]) == 2
+    assert "input" in capsys.readouterr().err and src.read_bytes() == before
+    notes = tmp_path / "notes.png"
+    notes.write_bytes(b"someone's picture")
+    assert main(["stain-normalize", str(src), str(notes)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and notes.read_bytes() == b"someone's picture"
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert main(["skin-tone", str(tmp_path), "--out", str(blocker / "t.csv")]) == 2  # before measuring
+    assert "not a folder" in capsys.readouterr().err
