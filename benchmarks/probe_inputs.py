@@ -400,6 +400,33 @@ def _(tmp: Path) -> tuple:
                  str(blocker / "r.json")]), [blocker], "r.json"
 
 
+@probe("cli stain-normalize: input as output")
+def _(tmp: Path) -> tuple:
+    import cv2
+
+    src = tmp / "in.png"
+    cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    return _cli(["stain-normalize", str(src), str(src), "--overwrite"]), [src], "input"
+
+
+@probe("cli stain-normalize: output is an unrelated notes.png")
+def _(tmp: Path) -> tuple:
+    import cv2
+
+    src = tmp / "in.png"
+    cv2.imwrite(str(src), np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    notes = tmp / "notes.png"
+    notes.write_bytes(b"someone's picture")
+    return _cli(["stain-normalize", str(src), str(notes)]), [src, notes], "notes.png"
+
+
+@probe("cli skin-tone: unwritable --out")
+def _(tmp: Path) -> tuple:
+    blocker = tmp / "file.txt"
+    blocker.write_text("x")
+    return _cli(["skin-tone", str(tmp), "--out", str(blocker / "t.csv")]), [blocker], "t.csv"
+
+
 for _flags, _words in [(["--iters", "0"], "iterations"), (["--iters", "-5"], "iterations"), (["--lr", "-1"], "lr"),
                        (["--batch", "-2"], "batch_size"), (["--patch", "-8"], "patch_size"),
                        (["--param", "dice_weight=abc"], "dice_weight")]:
