@@ -320,10 +320,17 @@ class ForestTrainer:
             "n_items": len(self.items), "features": self.bank.n_features(self.items[0].image.shape[0]),
             "live": self.params.live,
         })
-        yield from self._fit(self.items)
-        if self.config.preview_every_s > 0 or self.params.live:
+        try:
+            yield from self._fit(self.items)
+        except (ForestError, ValueError) as exc:
+            if not self.params.live:
+                raise
+            # live: the first strokes may hold one class only; wait for the person to paint more
+            yield Update(UpdateKind.LOG, 0, 1, {"message": f"{exc}: paint more, the forest fits as soon as it can",
+                                                "level": "warning"})
+        if self.forest is not None and (self.config.preview_every_s > 0 or self.params.live):
             yield self._preview()
-        if out_dir is not None:
+        if out_dir is not None and self.forest is not None:
             self.save(out_dir / "best")
             yield Update(UpdateKind.CHECKPOINT, self.iteration, self.iteration,
                          {"path": str(out_dir / "best"), "which": "best", "val_loss": self.history[-1].get("val_loss")})
@@ -346,13 +353,15 @@ class ForestTrainer:
                 self._preview_new = True
                 if out_dir is not None:
                     self.save(out_dir / "best")
-            if self._preview_new:
+                    yield Update(UpdateKind.CHECKPOINT, self.iteration, self.iteration,
+                                 {"path": str(out_dir / "best"), "which": "best", "val_loss": None})
+            if self._preview_new and self.forest is not None:
                 yield self._preview()
                 continue
             self.control.wait_while_paused(LIVE_POLL_S) if self.control.is_paused else time.sleep(LIVE_POLL_S)
         if self.params.live:
             reason = "stopped"
-        best = None if out_dir is None else out_dir / "best"
+        best = None if out_dir is None or self.forest is None else out_dir / "best"
         self.result = TrainResult(best, best, self.history, reason, self.iteration,
                                   None if self.validation is None else self.validation["val_loss"])
         yield Update(UpdateKind.FINISHED, self.iteration, self.iteration, {
