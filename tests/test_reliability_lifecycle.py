@@ -124,3 +124,22 @@ def test_saved_inside_run_folder_is_kept(make_napari_viewer, qtbot, tmp_path):
     viewer.close()
     qtbot.waitUntil(lambda: not runner._worker.is_alive(), timeout=15_000)
     assert saved.exists()  # the person saved there: it is theirs now
+
+
+def test_stale_run_folders_of_ended_sessions_are_removed(tmp_path):
+    import os
+
+    from napari_labelfx.engine.model_folder import clean_stale_runs, new_run_folder
+
+    mine = new_run_folder(tmp_path)
+    assert f"-{os.getpid()}-" in mine.name
+    dead_old = tmp_path / "20240101-000000-999999999-abc"
+    dead_new = tmp_path / "20240101-000001-999999999-def"
+    other = tmp_path / "my-notes"
+    for d in (dead_old, dead_new, other):
+        d.mkdir()
+    old = time.time() - 3 * 24 * 3600
+    for d in (dead_old, other, mine):
+        os.utime(d, (old, old))
+    assert clean_stale_runs(tmp_path) == [dead_old]
+    assert mine.exists() and dead_new.exists() and other.exists()  # alive, recent, or not a run folder

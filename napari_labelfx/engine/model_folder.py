@@ -73,3 +73,49 @@ def copy_model_folder(src: str | os.PathLike, folder: str | os.PathLike) -> Path
                 shutil.copy2(entry, tmp / entry.name)
 
     return atomic_write_folder(dest, fill)
+
+
+#: Run folders of ended sessions are kept this long (a person may still want a crashed run's model).
+STALE_RUN_AGE_S = 24 * 3600
+
+
+def new_run_folder(root: str | os.PathLike) -> Path:
+    """A fresh temporary run folder ``<root>/<date>-<time>-<pid>-<random>`` (the pid marks its owner)."""
+    import tempfile
+    import time
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime(f"%Y%m%d-%H%M%S-{os.getpid()}-"), dir=root))
+
+
+def clean_stale_runs(root: str | os.PathLike, max_age_s: float = STALE_RUN_AGE_S) -> list[Path]:
+    """Remove run folders under ``root`` whose session ended more than ``max_age_s`` ago; return them.
+
+    Only folders named by `new_run_folder` whose process is gone are touched: a run of another
+    napari still open is never removed, whatever its age.
+    """
+    import re
+    import time
+
+    from ..io.atomic import _pid_alive
+
+    pattern = re.compile(r"^\d{8}-\d{6}-(?P<pid>\d+)-")
+    removed: list[Path] = []
+    try:
+        entries = list(Path(root).iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None or not entry.is_dir() or _pid_alive(int(m.group("pid"))):
+            continue
+        try:
+            age = now - entry.stat().st_mtime
+        except OSError:
+            continue
+        if age > max_age_s:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed

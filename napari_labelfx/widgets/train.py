@@ -339,9 +339,16 @@ class TrainWidget(QWidget):
     def _output_dir(self) -> Path:
         import tempfile
 
+        from ..engine.model_folder import clean_stale_runs, new_run_folder
+
         root = Path(tempfile.gettempdir()) / "labelfx-runs"
-        root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
+        # unsaved runs of sessions that ended (a crash, kill -9) over a day ago: say what went where
+        removed = clean_stale_runs(root)
+        if removed:
+            from napari.utils.notifications import show_info
+
+            show_info(f"LabelFX: removed {len(removed)} unsaved run folder(s) of ended sessions from {root}")
+        return new_run_folder(root)
 
     def start(self) -> None:
         """Collect annotations and start training in the background."""
