@@ -443,8 +443,6 @@ for _flags, _words in [(["--iters", "0"], "iterations"), (["--iters", "-5"], "it
 # -- running ---------------------------------------------------------------------------------------
 def run_probe(name: str, setup: Setup) -> dict[str, Any]:
     """Run one probe in a fresh temporary folder and classify the outcome."""
-    from napari_labelfx.io import LabelfxIOError  # noqa: F401 - a ValueError, like every input error
-
     tmp = Path(tempfile.mkdtemp(prefix="labelfx-probe-"))
     row: dict[str, Any] = {"probe": name, "tried": True, "clear": False, "crash": False, "data_lost": False,
                            "accepted": False, "message": ""}

@@ -34,7 +34,7 @@ import numpy as np
 
 from ._files import atomic_write_text
 from .class_table import ClassTable
-from .errors import ClassTableError, ProjectError
+from .errors import ProjectError
 from .model import AnnotatedImage, AnnotationLayer, AnnotationSet
 
 PROJECT_FILE = "project.json"
