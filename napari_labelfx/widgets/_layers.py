@@ -236,6 +236,8 @@ MAX_PREVIEW_SIDE = 4096
 def _view_box(viewer: Any, image_layer: Any, nd: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Data coordinates (last two axes) of the canvas's top-left and bottom-right corners, or None
     when the canvas size is unknown (no window yet)."""
+    if getattr(viewer.dims, "ndisplay", 2) != 2:
+        return None  # a 3D rendering shows no plane: use the centre window
     camera = getattr(getattr(viewer, "scene", None), "camera", None) or viewer.camera
     canvas = getattr(viewer, "canvas", None)
     size = getattr(canvas, "size", None) if canvas is not None else None
