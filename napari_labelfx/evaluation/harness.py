@@ -76,6 +76,47 @@ def _object_scale(masks: list[np.ndarray], task: str) -> float | None:
     return float(np.median(areas)) if areas else None
 
 
+
+def prepare_eval(
+    dataset: str | os.PathLike | EvalDataset, strong: int = 3, others: str = "none", test: int | None = None,
+    seed: int = 0, scale: float = 1.0, derive_params: DeriveParams | None = None,
+) -> tuple[EvalDataset, Any, dict, list, list[str], float]:
+    """The seeded split and the training items of an evaluation run (see :func:`run_eval`).
+
+    Returns (dataset, split, training samples by stem, training items, class names, derive seconds).
+    """
+    ds = dataset if isinstance(dataset, EvalDataset) else load_dataset(dataset)
+    others_spec = parse_kind(others)
+    split = make_split(ds.stems, strong=strong, test=test, seed=seed)
+    scale = float(scale)
+    if not 0.0 < scale <= 4.0:
+        raise EvalError(f"scale must be in (0, 4], got {scale}")
+    samples = {s: rescale_sample(ds.load(s), scale) for s in split.train}
+    spatial_ndim = len(next(iter(samples.values())).spatial_shape) if samples else 2
+    if spatial_ndim not in (2, 3):
+        raise EvalError(f"{ds.root}: images must be 2D or 3D, got {spatial_ndim} spatial dimensions")
+    params = derive_params or DeriveParams()
+    class_names = (["background", *ds.classes]) if ds.multilabel else ds.class_names
+    k = len(class_names)
+
+    # -- training items ------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    items = []
+    for stem in split.train:
+        smp = samples[stem]
+        kind = "strong" if stem in split.strong else others_spec
+        items.append(
+            derive_item(smp.image, smp.mask, ds.task, kind, seed=seed, name=stem, raw=smp.raw,
+                        num_classes=None if ds.multilabel else k, params=params)
+        )
+    derive_seconds = time.perf_counter() - t0
+    if not any(it.target is not None or it.tags is not None for it in items):
+        raise EvalError(
+            f"no training image carries a label (strong={strong}, others={others!r}); give strong > 0 or a kind"
+        )
+    return ds, split, samples, items, class_names, derive_seconds
+
+
 def run_eval(
     dataset: str | os.PathLike | EvalDataset,
     method: str,
@@ -145,35 +186,12 @@ def run_eval(
     from ..inference import Predictor
 
     t_start = time.perf_counter()
-    ds = dataset if isinstance(dataset, EvalDataset) else load_dataset(dataset)
+    ds, split, samples, items, class_names, derive_seconds = prepare_eval(
+        dataset, strong=strong, others=others, test=test, seed=seed, scale=scale, derive_params=derive_params,
+    )
     others_spec = parse_kind(others)
-    split = make_split(ds.stems, strong=strong, test=test, seed=seed)
     scale = float(scale)
-    if not 0.0 < scale <= 4.0:
-        raise EvalError(f"scale must be in (0, 4], got {scale}")
-    samples = {s: rescale_sample(ds.load(s), scale) for s in split.train}
     spatial_ndim = len(next(iter(samples.values())).spatial_shape) if samples else 2
-    if spatial_ndim not in (2, 3):
-        raise EvalError(f"{ds.root}: images must be 2D or 3D, got {spatial_ndim} spatial dimensions")
-    params = derive_params or DeriveParams()
-    class_names = (["background", *ds.classes]) if ds.multilabel else ds.class_names
-    k = len(class_names)
-
-    # -- training items ------------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    items = []
-    for stem in split.train:
-        smp = samples[stem]
-        kind = "strong" if stem in split.strong else others_spec
-        items.append(
-            derive_item(smp.image, smp.mask, ds.task, kind, seed=seed, name=stem, raw=smp.raw,
-                        num_classes=None if ds.multilabel else k, params=params)
-        )
-    derive_seconds = time.perf_counter() - t0
-    if not any(it.target is not None or it.tags is not None for it in items):
-        raise EvalError(
-            f"no training image carries a label (strong={strong}, others={others!r}); give strong > 0 or a kind"
-        )
 
     # -- training ------------------------------------------------------------------------------------
     if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget > 0):
@@ -224,55 +242,17 @@ def run_eval(
         # -- prediction and metrics --------------------------------------------------------------------
         t0 = time.perf_counter()
         predictor = Predictor.from_folder(folder, device=str(resolved_device))
-        # multi-label channel 0 is the derived background: scores cover the dataset's own classes
-        semantic = SemanticEvaluator(class_names, multilabel=ds.multilabel, background_index=0)
-        instance = InstanceEvaluator(max_dets=max_dets) if ds.task == "instance" else None
-        # detection view (SISSI-style): the same instances matched by their bounding boxes
-        instance_box = InstanceEvaluator(max_dets=max_dets, iou_type="box") if instance is not None else None
-        min_distance = 2
-        if instance is not None:
-            # object size as a person would state it: from the strong training masks
-            area = _object_scale([samples[s].mask for s in split.strong], ds.task)
-            if area is None:
-                # no full masks: take the size from the objects the person did paint (e.g. noisy labels)
-                painted = [np.where(it.target == IGNORE_INDEX, 0, it.target) for it in items
-                           if it.target is not None and it.target.ndim == spatial_ndim]
-                area = _object_scale(painted, "semantic")
-            if area:  # instances are found at the original resolution
-                area = area / scale**spatial_ndim
-            if min_size is None:
-                min_size = max(10, int(0.1 * area)) if area else 10
-            if area:
-                diameter = 2 * math.sqrt(area / math.pi) if spatial_ndim == 2 else 2 * (3 * area / (4 * math.pi)) ** (1 / 3)
-                min_distance = max(int(diameter / 4), 2)
-        per_image = []
-        for stem in split.test:
-            smp = ds.load(stem)
-            pred = predictor(rescale_sample(smp, scale).image if scale != 1.0 else smp.image)
-            truth = class_map(smp.mask, ds.task)
-            labels, probabilities, confidence = (np.asarray(a) for a in (pred.labels, pred.probabilities, pred.confidence))
-            if scale != 1.0:
-                labels, probabilities, confidence = _to_original_size(
-                    probabilities, smp.spatial_shape, ds.multilabel, predictor.threshold,
-                )
-            semantic.add(truth, labels)
-            row: dict[str, Any] = {"stem": stem}
-            if instance is not None:
-                fg = probabilities[1:].sum(axis=0) if probabilities.shape[0] > 1 else confidence
-                inst = instances_from_semantic(
-                    labels, conf=fg, min_size=min_size, split=instance_split, min_distance=min_distance,
-                )
-                instance.add(smp.mask, inst.labels, scores=inst.scores)
-                instance_box.add(smp.mask, inst.labels, scores=inst.scores)
-                row.update(n_true=int(np.unique(smp.mask[smp.mask > 0]).size), n_pred=int(inst.labels.max()))
-            per_image.append(row)
+        metrics, per_image, min_size, min_distance = score_predictor(
+            ds, split, samples, items, predictor, scale=scale, instance_split=instance_split, min_size=min_size,
+            max_dets=max_dets,
+        )
         predict_seconds = time.perf_counter() - t0
         training_labels = None
         if ds.task == "instance" and split.others and str(others_spec).startswith("noisy"):
             # how good the labels the network trained on were (and, for label-correcting methods,
             # became): scored against the true masks of the same training images, at training scale
             training_labels = _score_training_labels(
-                trainer.method, items, split, samples, instance_split,
+                getattr(trainer, "method", None), items, split, samples, instance_split,
                 min_size=max(1, int(round(min_size * scale**spatial_ndim))),
                 min_distance=max(int(round(min_distance * scale)), 1), max_dets=max_dets,
             )
@@ -280,16 +260,6 @@ def run_eval(
         if tmp is not None:
             tmp.cleanup()
 
-    metrics = semantic.summary()
-    if instance is not None:
-        inst_summary = instance.summary()
-        metrics.update({k2: inst_summary[k2] for k2 in ("AP50", "AP75", "AP", "AR", "max_dets")})
-        metrics["instances"] = {
-            **inst_summary, "split": instance_split, "min_size": int(min_size), "min_distance": min_distance,
-            "score": "mean foreground probability inside the instance",
-        }
-        box = instance_box.summary()
-        metrics["instances_box"] = {k2: box[k2] for k2 in ("AP50", "AP75", "AP", "AR", "max_dets", "iou_type")}
     if training_labels is not None:
         metrics["training_labels"] = training_labels
     report = {
@@ -331,6 +301,72 @@ def run_eval(
     if out is not None:
         write_json(out, report)
     return report
+
+
+
+def score_predictor(
+    ds: EvalDataset, split: Any, samples: dict, items: list, predictor: Any, *, scale: float = 1.0,
+    instance_split: str = "none", min_size: int | None = None, max_dets: int = 1000,
+) -> tuple[dict[str, Any], list[dict[str, Any]], int, int]:
+    """Predict the split's test images with ``predictor`` and score them (the scoring of ``labelfx eval``).
+
+    Returns (metrics, per-image rows, the instance ``min_size`` and ``min_distance`` used).
+    """
+    spatial_ndim = len(next(iter(samples.values())).spatial_shape) if samples else 2
+    class_names = (["background", *ds.classes]) if ds.multilabel else ds.class_names
+    # multi-label channel 0 is the derived background: scores cover the dataset's own classes
+    semantic = SemanticEvaluator(class_names, multilabel=ds.multilabel, background_index=0)
+    instance = InstanceEvaluator(max_dets=max_dets) if ds.task == "instance" else None
+    # detection view (SISSI-style): the same instances matched by their bounding boxes
+    instance_box = InstanceEvaluator(max_dets=max_dets, iou_type="box") if instance is not None else None
+    min_distance = 2
+    if instance is not None:
+        # object size as a person would state it: from the strong training masks
+        area = _object_scale([samples[s].mask for s in split.strong], ds.task)
+        if area is None:
+            # no full masks: take the size from the objects the person did paint (e.g. noisy labels)
+            painted = [np.where(it.target == IGNORE_INDEX, 0, it.target) for it in items
+                       if it.target is not None and it.target.ndim == spatial_ndim]
+            area = _object_scale(painted, "semantic")
+        if area:  # instances are found at the original resolution
+            area = area / scale**spatial_ndim
+        if min_size is None:
+            min_size = max(10, int(0.1 * area)) if area else 10
+        if area:
+            diameter = 2 * math.sqrt(area / math.pi) if spatial_ndim == 2 else 2 * (3 * area / (4 * math.pi)) ** (1 / 3)
+            min_distance = max(int(diameter / 4), 2)
+    per_image = []
+    for stem in split.test:
+        smp = ds.load(stem)
+        pred = predictor(rescale_sample(smp, scale).image if scale != 1.0 else smp.image)
+        truth = class_map(smp.mask, ds.task)
+        labels, probabilities, confidence = (np.asarray(a) for a in (pred.labels, pred.probabilities, pred.confidence))
+        if scale != 1.0:
+            labels, probabilities, confidence = _to_original_size(
+                probabilities, smp.spatial_shape, ds.multilabel, predictor.threshold,
+            )
+        semantic.add(truth, labels)
+        row: dict[str, Any] = {"stem": stem}
+        if instance is not None:
+            fg = probabilities[1:].sum(axis=0) if probabilities.shape[0] > 1 else confidence
+            inst = instances_from_semantic(
+                labels, conf=fg, min_size=min_size, split=instance_split, min_distance=min_distance,
+            )
+            instance.add(smp.mask, inst.labels, scores=inst.scores)
+            instance_box.add(smp.mask, inst.labels, scores=inst.scores)
+            row.update(n_true=int(np.unique(smp.mask[smp.mask > 0]).size), n_pred=int(inst.labels.max()))
+        per_image.append(row)
+    metrics = semantic.summary()
+    if instance is not None:
+        inst_summary = instance.summary()
+        metrics.update({k2: inst_summary[k2] for k2 in ("AP50", "AP75", "AP", "AR", "max_dets")})
+        metrics["instances"] = {
+            **inst_summary, "split": instance_split, "min_size": int(min_size), "min_distance": min_distance,
+            "score": "mean foreground probability inside the instance",
+        }
+        box = instance_box.summary()
+        metrics["instances_box"] = {k2: box[k2] for k2 in ("AP50", "AP75", "AP", "AR", "max_dets", "iou_type")}
+    return metrics, per_image, int(min_size) if min_size is not None else 0, min_distance
 
 
 def _best_iteration(history: list[dict]) -> int | None:
