@@ -80,3 +80,14 @@ def test_annotate_open_tampered_project_is_a_notification(make_napari_viewer, er
     w.open_project(str(folder))
     assert errors and "layers[0]" in errors[-1]
     assert len(viewer.layers) == 0
+
+
+def test_start_errors_are_notifications(train_widget, errors, monkeypatch):
+    w = train_widget
+
+    def boom() -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(w, "_start", boom)
+    w.start()
+    assert "No space left" in errors[-1] and w.runner is None

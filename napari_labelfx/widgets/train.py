@@ -351,7 +351,16 @@ class TrainWidget(QWidget):
         return new_run_folder(root)
 
     def start(self) -> None:
-        """Collect annotations and start training in the background."""
+        """Collect annotations and start training in the background (errors become notifications)."""
+        from napari.utils.notifications import show_error
+
+        try:
+            self._start()
+        except Exception as exc:  # GUI boundary: e.g. an unwritable temp folder, a bad setting
+            show_error(f"LabelFX: training not started: {exc}")
+            self._set_running(False)
+
+    def _start(self) -> None:
         from napari.utils.notifications import show_error, show_info
 
         from ..engine.runner import TrainingJob, TrainingRunner, default_num_threads
