@@ -178,6 +178,8 @@ class AutoTrainer:
 
     def snapshot(self, folder: str | Path | None = None) -> dict[str, Any]:
         """The comparison now; with ``folder``, the best network so far is written there (benchmarks)."""
+        if self.net is not None and self.net_split is not None and not self.net_split.enabled:
+            self._evaluate_network()  # keeps the current weights
         info = {"winner": self.winner, "forest_dice": (self.forest_val or {}).get("dice_mean"),
                 "network_dice": (self.net_val or {}).get("dice_mean"), "network_iteration": self.best_net_iteration,
                 "iterations": self.iteration, "seconds": time.perf_counter() - self._t_start}
@@ -274,6 +276,10 @@ class AutoTrainer:
     def _evaluate_network(self) -> Update | None:
         assert self.net is not None and self.net_split is not None
         if not self.net_split.enabled:
+            # nothing held out to compare on: keep the network as trained; the forest stays shown
+            # until the network has finished
+            self.best_net_iteration = self.net.iteration
+            self.best_net_state = {k: v.detach().to("cpu", copy=True) for k, v in self.net.model.state_dict().items()}
             return None
         cfg = self.net.config
         metrics = evaluate_split(self.net.model, self.net_split, self.class_names, self.multilabel,
@@ -409,7 +415,7 @@ class AutoTrainer:
         val = self._evaluate_network()
         if val is not None:
             yield val
-        if self.net_split is not None and not self.net_split.enabled and self.best_net_state is None:
+        if self.net_split is not None and not self.net_split.enabled:
             self.winner = "network"  # nothing held out to compare on: the network, as trained
         best = None
         if self.out_dir is not None:

@@ -1,0 +1,189 @@
+"""The forest against the default path (forest first, network behind it) at equal wall-clock cost.
+
+One case = one dataset folder, one label kind and one seed, on the split and derived labels of
+``labelfx eval``. In one process it
+
+1. trains the pixel forest alone on every label (what an ilastik user gets) and scores it;
+2. runs the default path (``method="auto"``) for ``--budget`` seconds and, when the training clock
+   passes each ``--snapshots`` time, keeps the network trained so far and which learner the default
+   path showed then (by held-out Dice); after training, every snapshot is scored on the test images.
+
+So one run gives the curve at 30, 120 and 600 s instead of three runs. Scoring time is not training
+time. The machine's load average is recorded at the start and end (these machines are shared).
+
+    python benchmarks/vs_forest.py --dataset ../shared/data/nuclei_fluo_nih3t3 --labels strong --seed 0 \\
+        --budget 600 --out results/vs_forest/nih3t3_strong_0.json
+    python benchmarks/vs_forest.py --table results/vs_forest/*.json --png docs/vs_forest.png
+
+Output: JSON (one case), or with ``--table`` a Markdown table of several cases and a PNG plot of test
+Dice and AP50 against training seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _case(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from napari_labelfx.engine import TrainConfig
+    from napari_labelfx.engine.factory import make_trainer
+    from napari_labelfx.engine.updates import UpdateKind
+    from napari_labelfx.evaluation.harness import prepare_eval, score_predictor, write_json
+    from napari_labelfx.inference import Predictor
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    strong, others = (args.strong, "none") if args.labels == "strong" else (0, "scribble")
+    ds, split, samples, items, class_names, _ = prepare_eval(args.dataset, strong=strong, others=others, seed=args.seed)
+    nd = len(next(iter(samples.values())).spatial_shape)
+    instance_split = "watershed" if (ds.task == "instance" and args.watershed) else "none"
+    report: dict[str, Any] = {
+        "dataset": str(ds.root), "labels": args.labels, "strong": strong, "others": others, "seed": args.seed,
+        "budget_s": args.budget, "snapshots_s": args.snapshots, "task": ds.task,
+        "split": split.sizes(), "load_start": os.getloadavg(), "cpu_count": os.cpu_count(),
+    }
+
+    def score(folder: Path) -> dict[str, Any]:
+        pred = Predictor.from_folder(folder, device="cpu")
+        metrics, _, _, _ = score_predictor(ds, split, samples, items, pred, instance_split=instance_split)
+        keep = ("mean_dice", "mean_iou", "AP50", "AP", "AR")
+        return {k: metrics[k] for k in keep if k in metrics}
+
+    with tempfile.TemporaryDirectory(prefix="labelfx-vs-forest-") as tmp:
+        tmp = Path(tmp)
+        base = dict(device="cpu", seed=args.seed, preview_every_s=0.0, patch_size=(128,) * nd if nd == 2 else None,
+                    spatial="2d" if nd == 2 else "3d")
+        # -- 1. the forest alone, on every label
+        t0 = time.perf_counter()
+        forest = make_trainer(TrainConfig(method="forest", output_dir=str(tmp / "forest"), val_fraction=0.0, **base),
+                              items, class_names, multilabel=ds.multilabel)
+        forest.run()
+        report["forest"] = {"train_s": time.perf_counter() - t0, **score(tmp / "forest" / "best")}
+        print(f"forest: {report['forest']}", file=sys.stderr, flush=True)
+
+        # -- 2. the default path, snapshots on the training clock
+        auto = make_trainer(TrainConfig(method="auto", output_dir=str(tmp / "auto"), iterations=10_000_000,
+                                        time_budget_s=float(args.budget), val_every=args.val_every, log_every=10,
+                                        **base), items, class_names, multilabel=ds.multilabel)
+        pending = sorted(args.snapshots)
+        snaps: list[dict[str, Any]] = []
+        t_train = 0.0
+        t_mark = time.perf_counter()
+        finished = None
+        for upd in auto.updates():
+            t_train += time.perf_counter() - t_mark
+            if upd.kind == UpdateKind.FAILED:
+                raise RuntimeError(upd.data["reason"])
+            if upd.kind == UpdateKind.FINISHED:
+                finished = upd.data
+            while pending and t_train >= pending[0] and upd.kind in (UpdateKind.PROGRESS, UpdateKind.VALIDATION):
+                folder = tmp / f"snap_{pending[0]}"
+                info = auto.snapshot(folder)
+                info.update(t=pending.pop(0), train_s=t_train, folder=str(folder) if folder.exists() else None)
+                snaps.append(info)
+                print(f"snapshot {info['t']} s: {info['winner']} (net it {info['iterations']})", file=sys.stderr,
+                      flush=True)
+            t_mark = time.perf_counter()
+        for t in pending:  # the budget ran out first (or the loop ended): the final state
+            folder = tmp / f"snap_{t}"
+            info = auto.snapshot(folder)
+            info.update(t=t, train_s=t_train, folder=str(folder) if folder.exists() else None)
+            snaps.append(info)
+        for info in snaps:
+            info["network"] = score(Path(info["folder"])) if info["folder"] else None
+            # what the default path showed then: the forest (of its own split) or the network
+            info["shown"] = info["network"] if info["winner"] == "network" and info["network"] else \
+                score(tmp / "auto" / "forest")
+            print(f"scored {info['t']} s: shown {info['winner']} {info['shown']}", file=sys.stderr, flush=True)
+        report["default"] = snaps
+        report["final"] = {"winner": finished and finished.get("winner"), "scale": auto.scale,
+                           "diameter": auto.diameter, "iterations": auto.iteration}
+    report["load_end"] = os.getloadavg()
+    if args.out:
+        write_json(args.out, report)
+    return report
+
+
+def _table(paths: list[str], png: str | None) -> str:
+    rows = [json.loads(Path(p).read_text()) for p in paths]
+    lines = ["| set | labels | seed | forest Dice / AP50 (train s) | default path at " +
+             " | ".join(f"{t} s" for t in rows[0]["snapshots_s"]) + " | shown at the end | net iterations |",
+             "|---|---|---|---|" + "---|" * len(rows[0]["snapshots_s"]) + "---|---|"]
+
+    def fmt(m: dict | None) -> str:
+        if not m:
+            return "-"
+        d = m.get("mean_dice")
+        ap = m.get("AP50")
+        return f"{d:.3f}" + (f" / {ap:.3f}" if ap is not None else "")
+
+    for r in rows:
+        f = r["forest"]
+        cells = [fmt(s["shown"]) + f" ({s['winner'][0]})" for s in r["default"]]
+        lines.append(f"| {Path(r['dataset']).name} | {r['labels']} | {r['seed']} | {fmt(f)} ({f['train_s']:.0f} s) | "
+                     + " | ".join(cells) + f" | {r['final']['winner']} | {r['final']['iterations']} |")
+    if png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for r in rows:
+            name = f"{Path(r['dataset']).name} {r['labels']} s{r['seed']}"
+            for ax, key in zip(axes, ("mean_dice", "AP50")):
+                ts = [s["train_s"] for s in r["default"]]
+                ys = [s["shown"].get(key, np.nan) for s in r["default"]]
+                if all(np.isnan(ys)):
+                    continue
+                line, = ax.plot(ts, ys, "o-", label=name)
+                fy = r["forest"].get(key)
+                if fy is not None:
+                    ax.plot([r["forest"]["train_s"]], [fy], "s", color=line.get_color(), markerfacecolor="none")
+        for ax, key in zip(axes, ("test Dice", "test AP50")):
+            ax.set_xscale("log")
+            ax.set_xlabel("training seconds (2 CPU cores)")
+            ax.set_ylabel(key)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        axes[0].set_title("default path (o) vs forest alone (square)")
+        fig.tight_layout()
+        fig.savefig(png, dpi=110)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset")
+    p.add_argument("--labels", choices=("strong", "scribble"), default="strong")
+    p.add_argument("--strong", type=int, default=3, help="full masks in the 'strong' case (3; polyp_kvasir: 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=float, default=600.0)
+    p.add_argument("--snapshots", type=lambda s: [float(x) for x in s.split(",")], default=[30.0, 120.0, 600.0])
+    p.add_argument("--val-every", type=int, default=25, help="network iterations between comparisons (25)")
+    p.add_argument("--watershed", action="store_true", help="instance sets: split touching objects (watershed)")
+    p.add_argument("--out")
+    p.add_argument("--table", nargs="+", help="JSON files of earlier cases: print a Markdown table")
+    p.add_argument("--png", help="with --table: write the Dice/AP50-against-seconds plot here")
+    args = p.parse_args(argv)
+    if args.table:
+        print(_table(args.table, args.png))
+        return 0
+    if not args.dataset:
+        p.error("--dataset is required (or --table)")
+    report = _case(args)
+    print(json.dumps(report, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
