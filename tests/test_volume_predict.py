@@ -99,3 +99,15 @@ def test_cli_predict_run_folder_without_model_is_clear(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "best/" in err and len(err.strip().splitlines()) == 1
+
+
+def test_panel_predicts_the_slice_in_view_next():
+    from napari_labelfx.widgets._predict import next_slice
+
+    done = np.zeros(6, bool)
+    assert next_slice(done, 3) == 3
+    done[3] = True
+    assert next_slice(done, 3) == 4  # ties go forward
+    done[[4, 2]] = True
+    assert next_slice(done, 0) == 0
+    assert next_slice(np.ones(4, bool), 1) == -1

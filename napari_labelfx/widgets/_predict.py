@@ -35,6 +35,15 @@ def _union(labels: np.ndarray, spatial_ndim: int) -> np.ndarray:
     return labels
 
 
+def _foreground(pred: Any, probabilities: np.ndarray) -> np.ndarray:
+    """Per-pixel object score: any foreground class (multi-label: the most likely class)."""
+    from ..inference.objects import foreground_probability
+
+    if getattr(pred, "multilabel", False):
+        return probabilities.max(axis=0)
+    return foreground_probability(probabilities)
+
+
 def next_slice(done: np.ndarray, wanted: int) -> int:
     """The not-yet-predicted slice nearest to ``wanted`` (ties: the one after it); -1 when all are done."""
     todo = np.flatnonzero(~done)
@@ -64,7 +73,7 @@ def prediction_steps(
             depth = int(chw.shape[1])
             done = np.zeros(depth, bool)
             labels_all: list[Any] = [None] * depth
-            probs_fg: list[Any] = [None] * depth
+            fg_slices: list[Any] = [None] * depth
             while True:
                 z = next_slice(done, int(want_z()))
                 if z < 0:
@@ -73,22 +82,20 @@ def prediction_steps(
                 done[z] = True
                 lab = _union(np.asarray(res.labels), 2)
                 labels_all[z] = lab
-                probs_fg[z] = np.asarray(res.probabilities)
+                fg_slices[z] = _foreground(pred, np.asarray(res.probabilities))  # not all K maps: memory
                 yield {"z": z, "labels": lab, "confidence": np.asarray(res.confidence), "done_slices": int(done.sum()),
                        "depth": depth}
             labels = np.stack(labels_all)
-            probabilities = np.stack(probs_fg, axis=1)
+            foreground = np.stack(fg_slices)
         else:
             res = pred(chw)
             labels = _union(np.asarray(res.labels), np.asarray(res.confidence).ndim)
-            probabilities = np.asarray(res.probabilities)
+            foreground = _foreground(pred, np.asarray(res.probabilities))
             yield {"z": None, "labels": labels, "confidence": np.asarray(res.confidence)}
         if objects:
-            from ..inference.objects import foreground_probability, objects_from_labels
+            from ..inference.objects import objects_from_labels
 
-            fg = probabilities.max(axis=0) if probabilities.ndim == labels.ndim + 1 and \
-                getattr(pred, "multilabel", False) else foreground_probability(probabilities)
-            yield {"objects": objects_from_labels(labels, foreground=fg)}
+            yield {"objects": objects_from_labels(labels, foreground=foreground)}
         yield {"done": True}
     except Exception as exc:  # noqa: BLE001 - the GUI boundary: one clear notification, never a raw traceback
         from ..engine.trainer import describe_failure
