@@ -15,7 +15,9 @@ border, which is mirrored). Nothing here holds more than one widened tile in mem
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -145,12 +147,30 @@ class FilterBank:
                 f"the filter bank is {self.spatial_dims}D and needs a (C, *spatial) array, got shape {image.shape}"
             )
         out = np.empty((self.n_features(image.shape[0]), *image.shape[1:]), np.float32)
-        k = 0
+        # one job per (channel, scale); scipy's filters release the GIL, so threads use every core
+        jobs, k = [], 0
         for c in range(image.shape[0]):
-            for feat in self._channel_features(np.asarray(image[c], np.float32)):
-                out[k] = feat
-                k += 1
+            x = np.asarray(image[c], np.float32)
+            for sigma in self.sigmas:
+                n = self._count_at(sigma)
+                jobs.append((x, sigma, k))
+                k += n
+        workers = min(len(jobs), os.cpu_count() or 1)
+        if workers <= 1 or image[0].size < 4096:
+            for job in jobs:
+                self._fill(out, *job)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda job: self._fill(out, *job), jobs))
         return out
+
+    def _count_at(self, sigma: float) -> int:
+        nd = self.spatial_dims
+        return sum(nd if k in ("hessian", "structure") else 1 for k in self._kinds_at(sigma))
+
+    def _fill(self, out: np.ndarray, x: np.ndarray, sigma: float, k: int) -> None:
+        for i, feat in enumerate(self._scale_features(x, sigma)):
+            out[k + i] = feat
 
     def compute_region(self, image: Any, region: Sequence[slice]) -> np.ndarray:
         """Features of ``region`` (one slice per spatial axis) of a (possibly lazy) ``(C, *spatial)`` image.
@@ -191,29 +211,29 @@ class FilterBank:
         return [ndi.gaussian_filter(first[i][1], s, order=first[j][0], mode=MODE, truncate=TRUNCATE)
                 for i in range(nd) for j in range(i, nd)]
 
-    def _channel_features(self, x: np.ndarray):  # noqa: ANN202 - a generator of arrays
+    def _scale_features(self, x: np.ndarray, sigma: float):  # noqa: ANN202 - a generator of arrays
+        """The features of one channel at one scale, in :attr:`names` order."""
         nd = x.ndim
-        for sigma in self.sigmas:
-            kinds = self._kinds_at(sigma)
-            if "gauss" in kinds:
-                yield ndi.gaussian_filter(x, sigma, mode=MODE, truncate=TRUNCATE)
-            h = self._hessian(x, sigma) if ("log" in kinds or "hessian" in kinds) else None
-            if "log" in kinds:  # the Laplacian of Gaussian is the trace of the Hessian of Gaussian
-                yield h[0] + h[2] if nd == 2 else h[0] + h[3] + h[5]
-            if "gradient" in kinds:
-                yield ndi.gaussian_gradient_magnitude(x, sigma, mode=MODE, truncate=TRUNCATE)
-            if "hessian" in kinds:
-                yield from (_eig_sym2(h[0], h[1], h[2]) if nd == 2 else _eig_sym3(h))
-            if "structure" in kinds:
-                inner = sigma / 2.0
-                grads = []
-                for axis in range(nd):
-                    order = [0] * nd
-                    order[axis] = 1
-                    grads.append(ndi.gaussian_filter(x, inner, order=order, mode=MODE, truncate=TRUNCATE))
-                t = [ndi.gaussian_filter(grads[i] * grads[j], sigma, mode=MODE, truncate=TRUNCATE)
-                     for i in range(nd) for j in range(i, nd)]
-                yield from (_eig_sym2(t[0], t[1], t[2]) if nd == 2 else _eig_sym3(t))
+        kinds = self._kinds_at(sigma)
+        if "gauss" in kinds:
+            yield ndi.gaussian_filter(x, sigma, mode=MODE, truncate=TRUNCATE)
+        h = self._hessian(x, sigma) if ("log" in kinds or "hessian" in kinds) else None
+        if "log" in kinds:  # the Laplacian of Gaussian is the trace of the Hessian of Gaussian
+            yield h[0] + h[2] if nd == 2 else h[0] + h[3] + h[5]
+        if "gradient" in kinds:
+            yield ndi.gaussian_gradient_magnitude(x, sigma, mode=MODE, truncate=TRUNCATE)
+        if "hessian" in kinds:
+            yield from (_eig_sym2(h[0], h[1], h[2]) if nd == 2 else _eig_sym3(h))
+        if "structure" in kinds:
+            inner = sigma / 2.0
+            grads = []
+            for axis in range(nd):
+                order = [0] * nd
+                order[axis] = 1
+                grads.append(ndi.gaussian_filter(x, inner, order=order, mode=MODE, truncate=TRUNCATE))
+            t = [ndi.gaussian_filter(grads[i] * grads[j], sigma, mode=MODE, truncate=TRUNCATE)
+                 for i in range(nd) for j in range(i, nd)]
+            yield from (_eig_sym2(t[0], t[1], t[2]) if nd == 2 else _eig_sym3(t))
 
 
 def tile_grid(spatial: Sequence[int], tile: Sequence[int]) -> list[tuple[slice, ...]]:

@@ -18,6 +18,8 @@ from .features import FilterBank, tile_grid
 
 #: Tile edge per spatial dimensionality (pixels / voxels).
 TILE = {2: (512, 512), 3: (32, 128, 128)}
+#: Whole images whose features take at most this many bytes are computed in one pass.
+WHOLE_IMAGE_BYTES = 1_200_000_000
 #: Bytes of features the cache keeps by default.
 CACHE_BYTES = 1_500_000_000
 
@@ -166,6 +168,17 @@ def predict_region_probabilities(
     shape = tuple(r.stop - r.start for r in region)
     out = np.empty((forest.num_classes, *shape), np.float32)
     tile = TILE[len(spatial)]
+    whole = all(r.start == 0 and r.stop == d for r, d in zip(region, spatial))
+    n_feat = cache.bank.n_features(int(image.shape[0]))
+    if digest is None and whole and int(np.prod(spatial)) * n_feat * 4 <= WHOLE_IMAGE_BYTES:
+        # nothing to cache and the features fit: one pass over the whole image (no halo recomputed)
+        feats = cache.bank.compute(np.asarray(image, np.float32))
+        flat = feats.reshape(n_feat, -1)
+        probs = out.reshape(forest.num_classes, -1)
+        step = 262_144
+        for i in range(0, flat.shape[1], step):
+            probs[:, i:i + step] = forest.predict_proba(np.ascontiguousarray(flat[:, i:i + step].T)).T
+        return out
     # tiles of the image's own grid (not the region's), so cached features serve any view
     for t in tile_grid(spatial, tile):
         inter = tuple(slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(t, region))
