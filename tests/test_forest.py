@@ -300,3 +300,16 @@ def test_cli_trains_a_forest_and_predicts_with_it(tmp_path, capsys):
     for pred in (mem, streamed):
         assert 2 * (pred.astype(bool) & truth).sum() / (pred.astype(bool).sum() + truth.sum()) > 0.8
     assert (mem == streamed).mean() > 0.97  # streaming windows see less context at their borders
+
+
+def test_scribbles_on_many_images_read_a_bounded_number_of_tiles():
+    from napari_labelfx.forest.tiles import FeatureCache, sample_training_pixels
+
+    items = []
+    for i in range(6):
+        image, mask = blobs(shape=(64, 64), seed=i)
+        items.append(TrainingItem(image[None], scribbles(mask, seed=i), LabelKind.SCRIBBLE, name=str(i)))
+    cache = FeatureCache(FilterBank(sigmas=(1.0,)))
+    x, y = sample_training_pixels(items, cache, 2, False, 1000, np.random.default_rng(0), max_tiles=3)
+    assert cache.misses == 3 and set(np.unique(y)) == {0, 1}  # both classes despite the cap
+    assert x.shape == (y.size, FilterBank(sigmas=(1.0,)).n_features(1))

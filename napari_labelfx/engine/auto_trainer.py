@@ -43,7 +43,7 @@ AUTO_DEFAULTS: dict[str, Any] = {
     "min_scale": 0.25,
     "pseudo_labels": True,
     "pseudo_threshold": 0.8,
-    "pseudo_max_pixels": 12_000_000,
+    "pseudo_max_pixels": 6_000_000,
 }
 AUTO_IMPORTANT: tuple[str, ...] = ("network", "scale", "pseudo_labels")
 #: Working scales are rounded to multiples of this (fewer distinct model shapes, readable configs).

@@ -20,6 +20,8 @@ from .features import FilterBank, tile_grid
 TILE = {2: (512, 512), 3: (32, 128, 128)}
 #: Whole images whose features take at most this many bytes are computed in one pass.
 WHOLE_IMAGE_BYTES = 1_200_000_000
+#: Most feature tiles a fit reads painted pixels from (see ``sample_training_pixels``).
+MAX_TILES = 24
 #: Bytes of features the cache keeps by default.
 CACHE_BYTES = 1_500_000_000
 
@@ -80,71 +82,81 @@ def labelled_mask(target: np.ndarray, multilabel: bool) -> np.ndarray:
 
 def sample_training_pixels(
     items: Sequence[Any], cache: FeatureCache, num_classes: int, multilabel: bool, max_samples: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator, max_tiles: int = MAX_TILES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features ``X`` (N, F) and labels ``y`` of painted pixels of training items, subsampled.
 
-    Each class keeps at least ``max_samples / (2 K)`` pixels when that many are painted (or all of
-    them), the rest is drawn in proportion to what is painted. Only tiles holding a chosen pixel are
-    turned into features.
+    Painted pixels are grouped by feature tile. When more than ``max_tiles`` tiles hold painted pixels
+    (scribbles on dozens of images), a random subset is used, with at least one tile for every painted
+    class: features cost far more than trees, and a few thousand pixels per class are plenty. Within
+    the tiles, each class keeps at least ``max_samples / (2 K)`` pixels when that many are painted, the
+    rest is drawn in proportion to what is painted.
     """
-    per_item = []
+    tiles = []  # (item, digest, region, flat pixel indices, class bucket per pixel)
     for it in items:
         if it.target is None:
             continue
-        known = labelled_mask(it.target, multilabel)
-        idx = np.flatnonzero(known)
-        if idx.size:
-            per_item.append((it, idx))
-    if not per_item:
-        raise ValueError("no painted pixels to train the forest on")
-    # class of each candidate (multi-label: the first known positive class, else background bucket)
-    labels = []
-    for it, idx in per_item:
+        spatial = tuple(it.image.shape[1:])
+        idx = np.flatnonzero(labelled_mask(it.target, multilabel))
+        if idx.size == 0:
+            continue
         if multilabel:
             t = it.target.reshape(it.target.shape[0], -1)[:, idx]
-            pos = (t == 1)
-            labels.append(np.where(pos.any(0), pos.argmax(0) + 1, 0))
+            pos = t == 1
+            bucket = np.where(pos.any(0), pos.argmax(0) + 1, 0)
         else:
-            labels.append(it.target.reshape(-1)[idx])
-    all_labels = np.concatenate(labels)
-    total = all_labels.size
+            bucket = it.target.reshape(-1)[idx]
+        tile = TILE[len(spatial)]
+        grid = tuple(-(-d // t) for d, t in zip(spatial, tile))
+        coords = np.unravel_index(idx, spatial)
+        tile_id = np.ravel_multi_index(tuple(c // t for c, t in zip(coords, tile)), grid)
+        order = np.argsort(tile_id, kind="stable")
+        ids, starts = np.unique(tile_id[order], return_index=True)
+        digest = image_digest(it.image)
+        for tid, lo, hi in zip(ids, starts, [*starts[1:], order.size]):
+            sel = order[lo:hi]
+            origin = [int(i) * t for i, t in zip(np.unravel_index(int(tid), grid), tile)]
+            region = tuple(slice(o, min(o + t, d)) for o, t, d in zip(origin, tile, spatial))
+            tiles.append((it, digest, region, idx[sel], bucket[sel]))
+    if not tiles:
+        raise ValueError("no painted pixels to train the forest on")
+    if len(tiles) > max_tiles:
+        order = [int(j) for j in rng.permutation(len(tiles))]
+        keep: list[int] = []
+        counts = np.bincount(np.concatenate([t[4] for t in tiles]).astype(np.int64))
+        for c in np.argsort(counts):  # the rarest painted class first
+            if counts[c] == 0:
+                continue
+            j = next((j for j in order if j not in keep and np.any(tiles[j][4] == c)), None)
+            if j is not None:
+                keep.append(j)
+        keep += [j for j in order if j not in keep][: max(0, max_tiles - len(keep))]
+        tiles = [tiles[j] for j in sorted(keep)]
+    all_buckets = np.concatenate([t[4] for t in tiles])
+    total = all_buckets.size
     chosen = np.zeros(total, bool)
-    classes, counts = np.unique(all_labels, return_counts=True)
+    classes, counts = np.unique(all_buckets, return_counts=True)
     floor = max_samples // (2 * max(len(classes), 1))
     for c, n in zip(classes, counts):
         quota = int(min(n, max(floor, round(max_samples * n / total))))
-        where = np.flatnonzero(all_labels == c)
+        where = np.flatnonzero(all_buckets == c)
         chosen[where if quota >= n else rng.choice(where, quota, replace=False)] = True
     xs, ys = [], []
     start = 0
-    for (it, idx), lab in zip(per_item, labels):
-        sel = idx[chosen[start:start + idx.size]]
-        start += idx.size
-        if sel.size == 0:
+    for it, digest, region, flat, bucket in tiles:
+        pick = flat[chosen[start:start + flat.size]]
+        start += flat.size
+        if pick.size == 0:
             continue
-        spatial = it.target.shape[-len(it.image.shape[1:]):]
-        coords = np.unravel_index(sel, spatial)
-        digest = image_digest(it.image)
-        tile = TILE[len(spatial)]
-        grid = tuple(-(-d // t) for d, t in zip(spatial, tile))
-        tile_id = np.ravel_multi_index(tuple(c // t for c, t in zip(coords, tile)), grid)
-        for tid in np.unique(tile_id):
-            m = tile_id == tid
-            pix = [c[m] for c in coords]
-            origin = [int(i) * t for i, t in zip(np.unravel_index(int(tid), grid), tile)]
-            region = tuple(slice(o, min(o + t, d)) for o, t, d in zip(origin, tile, spatial))
-            feats = cache.features(it.image, region, digest)
-            local = tuple(p - o for p, o in zip(pix, origin))
-            xs.append(feats[(slice(None), *local)].T)
-            flat = np.ravel_multi_index(tuple(pix), spatial)
-            if multilabel:
-                ys.append(it.target.reshape(it.target.shape[0], -1)[:, flat].T)
-            else:
-                ys.append(it.target.reshape(-1)[flat])
-    x = np.concatenate(xs).astype(np.float32, copy=False)
-    y = np.concatenate(ys)
-    return x, y
+        spatial = tuple(it.image.shape[1:])
+        feats = cache.features(it.image, region, digest)
+        local = tuple(c - r.start for c, r in zip(np.unravel_index(pick, spatial), region))
+        xs.append(feats[(slice(None), *local)].T)
+        if multilabel:
+            ys.append(it.target.reshape(it.target.shape[0], -1)[:, pick].T)
+        else:
+            ys.append(it.target.reshape(-1)[pick])
+    return np.concatenate(xs).astype(np.float32, copy=False), np.concatenate(ys)
 
 
 def predict_region_probabilities(
