@@ -2,7 +2,6 @@
 item 13: ``labelfx predict --model RUN_FOLDER`` takes the run's best model."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import tifffile
