@@ -1,0 +1,116 @@
+"""The live forest in the Train panel on a real image: time to the first prediction, stroke-to-prediction
+latency, event-loop stalls, and screenshots at a laptop's screen size.
+
+Run under a (virtual) display:
+
+    xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python benchmarks/forest_live.py \\
+        --image ../shared/data/nuclei_dsb_stardist/images/img2d.png --out out/forest_live
+
+The image's mask (``masks/<stem>.tif`` beside ``images/``) gives scribbles the way ``labelfx eval``
+derives them; the strokes on the left half are painted before Start, the others after the first
+prediction (one "stroke" event), and the prediction is timed until it changes. A 10 ms QTimer measures
+how late the event loop runs meanwhile (ui_stall.py's meter). Prints JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image", required=True)
+    p.add_argument("--mask", default=None, help="the mask (default: ../masks/<stem>.tif)")
+    p.add_argument("--method", default="forest", help="forest (live) or auto")
+    p.add_argument("--out", default="out/forest_live")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long to keep the session after the stroke")
+    args = p.parse_args(argv)
+
+    import napari
+    import tifffile
+    from qtpy.QtWidgets import QApplication
+    from skimage.io import imread, imsave
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ui_stall import StallMeter
+
+    from napari_labelfx.evaluation.derive import DeriveParams, scribble_target
+    from napari_labelfx.widgets.train import TrainWidget
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    img_path = Path(args.image)
+    mask_path = Path(args.mask) if args.mask else img_path.parent.parent / "masks" / f"{img_path.stem}.tif"
+    image = imread(img_path)
+    mask = tifffile.imread(mask_path)
+    target = scribble_target(mask, "instance", 2, np.random.default_rng(0), DeriveParams())
+    strokes = np.where(target >= 0, target + 1, 0).astype(np.uint8)  # scribble layers: 1 = background
+    first = strokes.copy()
+    first[:, image.shape[1] // 2:] = 0
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1366, 768)
+    viewer.add_image(image, name=img_path.stem)
+    layer = viewer.add_labels(first, name="scribbles", metadata={"labelfx_kind": "scribble"})
+    w = TrainWidget(viewer, runner_mode="thread")
+    viewer.window.add_dock_widget(w, name="Train", area="right")
+    w.device_combo.setCurrentText("cpu")
+    w.method_combo.setCurrentText(args.method)
+    app = QApplication.instance()
+
+    def pump(until: float, cond=lambda: False) -> bool:
+        while time.perf_counter() < until:
+            app.processEvents()
+            if cond():
+                return True
+            time.sleep(0.005)
+        return cond()
+
+    def shot(name: str) -> str:
+        path = out / name
+        imsave(str(path), viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+        return str(path)
+
+    pump(time.perf_counter() + 2.0)
+    meter = StallMeter()
+    meter.start()
+    t_start = time.perf_counter()
+    w.start()
+    got = pump(t_start + 60, lambda: w.first_preview_s is not None)
+    first_s = time.perf_counter() - t_start if got else None
+    pump(time.perf_counter() + 1.0)
+    shots = [shot("1_first_strokes.png")]
+    before = viewer.layers[f"{img_path.stem} prediction"].data.copy()
+    count = w.preview_count
+    t_stroke = time.perf_counter()
+    layer.data = strokes  # the person paints the strokes on the right half
+    changed = pump(t_stroke + 60, lambda: w.preview_count > count and not np.array_equal(
+        viewer.layers[f"{img_path.stem} prediction"].data, before))
+    stroke_s = time.perf_counter() - t_stroke if changed else None
+    pump(time.perf_counter() + 1.0)
+    shots.append(shot("2_after_more_strokes.png"))
+    pump(time.perf_counter() + args.seconds)
+    stalls = meter.stop()
+    w.stop()
+    pump(time.perf_counter() + 10, lambda: not w.runner.running)
+    pred = viewer.layers[f"{img_path.stem} prediction"].data > 0
+    truth = mask > 0
+    report = {
+        "image": str(img_path), "shape": list(image.shape), "method": args.method,
+        "first_prediction_s": first_s, "stroke_to_prediction_s": stroke_s, "stall_ms": stalls,
+        "dice_shown": float(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1)),
+        "screenshots": shots, "status": w.status.text(), "showing": w.showing.text(),
+    }
+    (out / "forest_live.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(json.dumps(report, indent=2, default=float))
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
