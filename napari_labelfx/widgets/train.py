@@ -105,6 +105,9 @@ class TrainWidget(QWidget):
         if app is not None:
             app.aboutToQuit.connect(self._guard.shutdown)
         self._build_ui()
+        from ..engine.forest_trainer import warm_up_imports
+
+        warm_up_imports()  # the first live forest prediction should not wait for scikit-learn's import
         self._poll_timer = QTimer(self)
         self._poll_timer.setInterval(100)
         self._poll_timer.timeout.connect(self._drain_updates)
