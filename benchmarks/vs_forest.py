@@ -52,11 +52,15 @@ def _case(args: argparse.Namespace) -> dict[str, Any]:
         "split": split.sizes(), "load_start": os.getloadavg(), "cpu_count": os.cpu_count(),
     }
 
+    scored: dict[str, dict[str, Any]] = {}
+
     def score(folder: Path) -> dict[str, Any]:
-        pred = Predictor.from_folder(folder, device="cpu")
-        metrics, _, _, _ = score_predictor(ds, split, samples, items, pred, instance_split=instance_split)
-        keep = ("mean_dice", "mean_iou", "AP50", "AP", "AR")
-        return {k: metrics[k] for k in keep if k in metrics}
+        if str(folder) not in scored:  # the default path's forest is scored once for all snapshots
+            pred = Predictor.from_folder(folder, device="cpu")
+            metrics, _, _, _ = score_predictor(ds, split, samples, items, pred, instance_split=instance_split)
+            keep = ("mean_dice", "mean_iou", "AP50", "AP", "AR")
+            scored[str(folder)] = {k: metrics[k] for k in keep if k in metrics}
+        return scored[str(folder)]
 
     with tempfile.TemporaryDirectory(prefix="labelfx-vs-forest-") as tmp:
         tmp = Path(tmp)
