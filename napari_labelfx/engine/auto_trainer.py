@@ -39,7 +39,7 @@ AUTO_DEFAULTS: dict[str, Any] = {
     **{k: v for k, v in FOREST_DEFAULTS.items() if k != "live"},
     "network": "supervised",
     "scale": "auto",
-    "target_diameter": 24.0,
+    "target_diameter": 48.0,
     "min_scale": 0.25,
     "pseudo_labels": True,
     "pseudo_threshold": 0.8,
@@ -336,7 +336,7 @@ class AutoTrainer:
         try:
             checked = check_items(pending, len(self.class_names) if not self.multilabel else len(self.class_names),
                                   self.multilabel, self.config.spatial)
-            for upd in self.forest._fit(checked):
+            for upd in self.forest._fit(checked, validate=False):
                 yield Update(upd.kind, self.iteration, self.config.iterations, {**upd.data, "source": "forest"})
         except ValueError as exc:
             yield self._log(f"new annotations not used: {exc}", "warning")
@@ -359,7 +359,8 @@ class AutoTrainer:
             "device": "cpu", "method": "auto", "total": cfg.iterations, "start_iteration": 0, "amp": False,
             "n_items": len(self.forest.items), "validation": cfg.val_fraction > 0,
         })
-        for upd in self.forest._fit(self.forest.items):
+        # scored later, on the network's held-out split (the same pixels for both learners)
+        for upd in self.forest._fit(self.forest.items, validate=False):
             yield Update(upd.kind, 0, cfg.iterations, {**upd.data, "source": "forest"})
         yield self._forest_preview()
         if self.out_dir is not None:

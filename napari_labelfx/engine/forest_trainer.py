@@ -117,18 +117,23 @@ def forest_validation(
     k = len(class_names)
     inter, psum, tsum = np.zeros(k), np.zeros(k), np.zeros(k)
     loss_sum = correct = n = 0.0
-    digests: dict[int, str] = {}
     for w in split.windows:
         item = split.source_items[w.item_index]
         spatial = item.image.shape[1:]
-        region = tuple(slice(max(0, s), min(d, s + z)) for s, z, d in zip(w.start, w.size, spatial))
+        # only the held-out pixels' bounding box (a block or two), not the network's whole window
+        if not w.mask.any():
+            continue
+        idx = np.nonzero(w.mask)
+        lo = [max(0, s + int(i.min())) for s, i in zip(w.start, idx)]
+        hi = [min(d, s + int(i.max()) + 1) for s, i, d in zip(w.start, idx, spatial)]
+        if any(b <= a for a, b in zip(lo, hi)):
+            continue
+        region = tuple(slice(a, b) for a, b in zip(lo, hi))
         local = tuple(slice(r.start - s, r.stop - s) for r, s in zip(region, w.start))
         mask = w.mask[local]
-        if not mask.any():
-            continue
-        if w.item_index not in digests:
-            digests[w.item_index] = image_digest(item.image)
-        probs = predict_region_probabilities(forest, item.image, region, cache, digest=digests[w.item_index])
+        # the window's own features (with halo), not whole cached tiles: windows are small and spread
+        # over many images, so tiles would cost several times more than they serve
+        probs = predict_region_probabilities(forest, item.image, region, bank=cache.bank)
         if multilabel:
             t = item.target[(slice(None), *region)]
             known = (t != MULTILABEL_IGNORE) & mask[None]

@@ -191,6 +191,16 @@ def predict_region_probabilities(
         for i in range(0, flat.shape[1], step):
             probs[:, i:i + step] = forest.predict_proba(np.ascontiguousarray(flat[:, i:i + step].T)).T
         return out
+    if digest is None:
+        # nothing cached: features of the region itself (with its halo), tile by tile of the region
+        for t in tile_grid(shape, tile):
+            absolute = tuple(slice(r.start + a.start, r.start + a.stop) for r, a in zip(region, t))
+            feats = cache.bank.compute_region(image, absolute)
+            flat = np.ascontiguousarray(feats.reshape(feats.shape[0], -1).T)
+            out[(slice(None), *t)] = forest.predict_proba(flat).T.reshape(forest.num_classes, *feats.shape[1:])
+            if progress is not None:
+                progress.update(1)
+        return out
     # tiles of the image's own grid (not the region's), so cached features serve any view
     for t in tile_grid(spatial, tile):
         inter = tuple(slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(t, region))
