@@ -313,3 +313,18 @@ def test_scribbles_on_many_images_read_a_bounded_number_of_tiles():
     x, y = sample_training_pixels(items, cache, 2, False, 1000, np.random.default_rng(0), max_tiles=3)
     assert cache.misses == 3 and set(np.unique(y)) == {0, 1}  # both classes despite the cap
     assert x.shape == (y.size, FilterBank(sigmas=(1.0,)).n_features(1))
+
+
+def test_a_2d_forest_predicts_a_volume_slice_by_slice(tmp_path):
+    from napari_labelfx.data.normalize import percentile_normalise
+
+    image, mask = blobs(shape=(64, 64))
+    item = TrainingItem(percentile_normalise(image[None]), mask.astype(np.int64), LabelKind.STRONG, name="a")
+    cfg = TrainConfig(method="forest", method_params={"n_trees": 8, "sigmas": "0.3,1,2"}, output_dir=str(tmp_path / "r"),
+                      preview_every_s=0, val_fraction=0)
+    folder = make_trainer(cfg, [item], ["background", "nucleus"]).run().best_dir
+    pred = Predictor.from_folder(folder)
+    volume = np.stack([image, image[::-1], image[:, ::-1]])  # (Z, Y, X)
+    labels = pred(volume).labels
+    assert labels.shape == (3, 64, 64)
+    np.testing.assert_array_equal(labels[1], pred(image[::-1][None]).labels)

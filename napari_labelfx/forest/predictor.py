@@ -92,6 +92,10 @@ class ForestPredictor(Predictor):
             array = apply_normalisation(np.asarray(image), lo, hi)
         else:
             array = np.asarray(image, dtype=np.float32)
-        probs = predict_region_probabilities(self.forest, array, bank=self.bank, progress=progress)
+        if self.is_slicewise(array):  # a 2D forest on a volume: slice by slice, one normalisation
+            probs = np.stack([predict_region_probabilities(self.forest, array[:, z], bank=self.bank)
+                              for z in range(array.shape[1])], axis=1)
+        else:
+            probs = predict_region_probabilities(self.forest, array, bank=self.bank, progress=progress)
         labels, confidence = probabilities_to_labels(probs, self.multilabel, self.threshold)
         return Prediction(labels=labels, probabilities=probs, confidence=confidence)
