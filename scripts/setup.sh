@@ -44,7 +44,7 @@ fi
 stamp="$VENV/.labelfx-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing napari-labelfx with its GUI, test and export extras"
-  "$VPY" -m pip install -q -e ".[qt,test,export]"
+  "$VPY" -m pip install -q -e ".[gui,qt,test,export]"
   touch "$stamp"
 fi
 echo "[setup] ready: $VENV"
