@@ -1,4 +1,4 @@
-"""``labelfx demo``: a sample image with pre-drawn scribbles, trained live in napari (or headless)."""
+"""The demo behind ``labelfx demo``: a sample image with pre-drawn scribbles, trained live in napari (or headless)."""
 from __future__ import annotations
 
 import argparse
@@ -97,8 +97,12 @@ def _window_screenshot(viewer: Any, path: Path) -> None:
 
 def run_gui(args: argparse.Namespace) -> int:
     """Open napari with the sample, scribbles, the Annotate and Train panels, and start training."""
-    import napari
-    from qtpy.QtCore import QTimer
+    try:
+        import napari
+        from qtpy.QtCore import QTimer
+    except ImportError as exc:  # a headless install: say what to install instead of a traceback
+        raise ValueError(f"the demo window needs the GUI extra (pip install 'napari-labelfx[gui]'): {exc}; "
+                         "or run 'labelfx demo --headless'") from None
 
     from ._sample_data import sample_nuclei_2d
 
@@ -153,17 +157,3 @@ def run_gui(args: argparse.Namespace) -> int:
         return 0
     napari.run()
     return 0
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    """Entry point of ``labelfx demo``."""
-    # checked here rather than falling back to a default: "--iters 0" must not mean 300
-    if args.iters is not None and args.iters < 1:
-        raise ValueError(f"--iters must be >= 1, got {args.iters}")
-    if args.seconds is not None and not args.seconds > 0:
-        raise ValueError(f"--seconds must be > 0, got {args.seconds}")
-    if args.headless:
-        metrics = run_headless(args.out, iters=args.iters, device=args.device, seed=args.seed)
-        print(json.dumps(metrics, indent=2, default=float))
-        return 0
-    return run_gui(args)

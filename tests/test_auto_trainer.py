@@ -154,7 +154,7 @@ def test_eval_time_budget_and_default_method(tmp_path):
     assert r["method"] == "forest" and r["metrics"]["mean_dice"] > 0.5
     import argparse
 
-    from napari_labelfx.evaluation import add_eval_arguments
+    from napari_labelfx.cli import eval as eval_command
 
-    args = add_eval_arguments(argparse.ArgumentParser()).parse_args(["--dataset", str(root), "--time-budget", "30"])
+    args = eval_command.add_arguments(argparse.ArgumentParser()).parse_args(["--dataset", str(root), "--time-budget", "30"])
     assert args.method == "auto" and args.time_budget == 30.0

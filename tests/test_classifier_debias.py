@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_labelfx.cli_domain import add_debias_arguments, run_debias
+from napari_labelfx.cli import debias
 from napari_labelfx.engine.classifier import (
     ClassifierConfig,
     ClassifierDataError,
@@ -101,10 +101,10 @@ def test_train_and_evaluate_and_the_cli_report(dataset, tmp_path, capsys):
                                                        test_fraction=0.5))
     assert report["n_test"] == 4 and set(report["test"]["per_skin_type"]) <= {"II", "V"}
     out = tmp_path / "r.json"
-    args = add_debias_arguments(argparse.ArgumentParser()).parse_args(
+    args = debias.add_arguments(argparse.ArgumentParser()).parse_args(
         ["--dataset", str(dataset), "--label-column", "diagnosis", "--skin-column", "fitz", "--scheme", "tabe",
          "--iters", "2", "--batch", "4", "--size", "32", "--out", str(out)])
-    assert run_debias(args) == 0
+    assert debias.run(args) == 0
     text = capsys.readouterr().out
     assert "AUC" in text and "type V" in text and "cannot show a fairness gain" in text
     assert json.loads(out.read_text())["config"]["scheme"] == "tabe"

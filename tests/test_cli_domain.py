@@ -8,14 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from napari_labelfx.cli_domain import (
-    add_debias_arguments,
-    add_skin_tone_arguments,
-    add_stain_normalize_arguments,
-    run_debias,
-    run_skin_tone,
-    run_stain_normalize,
-)
+from napari_labelfx.cli import debias, skin_tone, stain_normalize
 from napari_labelfx.tools.stain.lab import lab_to_rgb_uint8
 
 
@@ -39,7 +32,7 @@ def test_skin_tone_folder_writes_csv_and_histogram(tmp_path):
     for name, (l_value, b_value) in {"light.png": (80, 10), "dark.png": (45, 20)}.items():
         cv2.imwrite(str(folder / name), cv2.cvtColor(_skin(l_value, b_value), cv2.COLOR_RGB2BGR))
     out, hist = tmp_path / "t.csv", tmp_path / "h.png"
-    assert run_skin_tone(_parse(add_skin_tone_arguments, [str(folder), "--out", str(out), "--hist", str(hist)])) == 0
+    assert skin_tone.run(_parse(skin_tone.add_arguments, [str(folder), "--out", str(out), "--hist", str(hist)])) == 0
     rows = {r["file"]: r for r in csv.DictReader(out.open())}
     assert set(rows) == {"light.png", "dark.png"}
     assert rows["light.png"]["fitzpatrick"] == "1" and rows["dark.png"]["fitzpatrick"] == "6"
@@ -47,7 +40,7 @@ def test_skin_tone_folder_writes_csv_and_histogram(tmp_path):
 
 
 def test_skin_tone_on_a_missing_folder_is_a_clear_error(tmp_path, capsys):
-    code = run_skin_tone(_parse(add_skin_tone_arguments, [str(tmp_path / "nope"), "--out", str(tmp_path / "t.csv")]))
+    code = skin_tone.run(_parse(skin_tone.add_arguments, [str(tmp_path / "nope"), "--out", str(tmp_path / "t.csv")]))
     assert code == 2 and "not a folder" in capsys.readouterr().err
 
 
@@ -74,8 +67,8 @@ def test_stain_normalize_writes_the_normalised_image(tmp_path, method):
     img, reference = _he(SRC, 0), _he(REF, 1)
     cv2.imwrite(str(src), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     cv2.imwrite(str(ref), cv2.cvtColor(reference, cv2.COLOR_RGB2BGR))
-    args = _parse(add_stain_normalize_arguments, [str(src), str(dst), "--method", method, "--reference", str(ref)])
-    assert run_stain_normalize(args) == 0
+    args = _parse(stain_normalize.add_arguments, [str(src), str(dst), "--method", method, "--reference", str(ref)])
+    assert stain_normalize.run(args) == 0
     out = cv2.cvtColor(cv2.imread(str(dst)), cv2.COLOR_BGR2RGB)
     assert out.shape == img.shape and not np.array_equal(out, img)
     # the mean colour moves towards the reference's
@@ -86,14 +79,14 @@ def test_stain_normalize_writes_the_normalised_image(tmp_path, method):
 def test_stain_normalize_reinhard_without_reference_and_bad_input_fail_clearly(tmp_path, capsys):
     src = tmp_path / "in.png"
     cv2.imwrite(str(src), _he(SRC, 0))
-    assert run_stain_normalize(_parse(add_stain_normalize_arguments,
+    assert stain_normalize.run(_parse(stain_normalize.add_arguments,
                                       [str(src), str(tmp_path / "o.png"), "--method", "reinhard"])) == 2
     assert "needs --reference" in capsys.readouterr().err
     grey = tmp_path / "grey.tif"
     import tifffile
 
     tifffile.imwrite(grey, np.zeros((16, 16), np.uint8))
-    assert run_stain_normalize(_parse(add_stain_normalize_arguments, [str(grey), str(tmp_path / "o.png")])) == 2
+    assert stain_normalize.run(_parse(stain_normalize.add_arguments, [str(grey), str(tmp_path / "o.png")])) == 2
     assert "RGB" in capsys.readouterr().err
 
 
@@ -106,5 +99,5 @@ def test_debias_reports_a_missing_column(tmp_path, capsys):
         cv2.imwrite(str(root / "masks" / f"im{i}.png"), np.zeros((64, 64), np.uint8))
     (root / "meta.json").write_text('{"task": "semantic", "classes": ["background", "lesion"]}')
     (root / "labels.csv").write_text("image,diagnosis\nim0,a\nim1,b\n")
-    args = _parse(add_debias_arguments, ["--dataset", str(root), "--label-column", "nope", "--iters", "1"])
-    assert run_debias(args) == 2 and "no column 'nope'" in capsys.readouterr().err
+    args = _parse(debias.add_arguments, ["--dataset", str(root), "--label-column", "nope", "--iters", "1"])
+    assert debias.run(args) == 2 and "no column 'nope'" in capsys.readouterr().err

@@ -7,7 +7,8 @@ import pytest
 import tifffile
 import torch
 
-from napari_labelfx.evaluation import EvalError, add_eval_arguments, load_dataset, main_eval, run_eval
+from napari_labelfx.cli import eval as eval_command
+from napari_labelfx.evaluation import EvalError, load_dataset, run_eval
 from tests.test_evaluation_helpers import make_dataset
 
 
@@ -69,11 +70,11 @@ def test_bad_options_raise_clear_errors(tmp_path):
 
 def test_cli_entry_point(tmp_path, capsys):
     root = make_dataset(tmp_path / "set", n=5)
-    parser = add_eval_arguments(argparse.ArgumentParser(prog="labelfx eval"))
+    parser = eval_command.add_arguments(argparse.ArgumentParser(prog="labelfx eval"))
     args = parser.parse_args(["--dataset", str(root), "--method", "supervised", "--strong", "2", "--iters", "2",
                               "--patch", "32", "--batch", "2", "--device", "cpu", "--others", "ellipse",
                               "--out", str(tmp_path / "r.json"), "--instance-split", "watershed", "--max-dets", "50"])
-    assert main_eval(args) == 0
+    assert eval_command.run(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["others"] == "ellipse" and (tmp_path / "r.json").is_file()
     assert printed["metrics"]["instances"]["split"] == "watershed" and printed["metrics"]["max_dets"] == 50
@@ -81,16 +82,16 @@ def test_cli_entry_point(tmp_path, capsys):
     tifffile.imwrite(root / "masks" / "im0.tif", np.zeros((8, 8), np.uint16))
     args = parser.parse_args(["--dataset", str(root), "--method", "supervised", "--test", "4", "--strong", "1",
                               "--iters", "1", "--device", "cpu", "--out", str(tmp_path / "bad.json")])
-    assert main_eval(args) == 2
+    assert eval_command.run(args) == 2
     err = capsys.readouterr().err
     assert "does not match" in err and "im0" in err
     assert not (tmp_path / "bad.json").exists()
     args = parser.parse_args(["--dataset", str(tmp_path / "missing"), "--method", "supervised"])
-    assert main_eval(args) == 2
+    assert eval_command.run(args) == 2
     args = parser.parse_args(["--dataset", str(root), "--method", "no-such-method", "--iters", "1",
                               "--device", "cpu", "--test", "2", "--strong", "1"])
     tifffile.imwrite(root / "masks" / "im0.tif", np.zeros((64, 64), np.uint16))
-    assert main_eval(args) == 2
+    assert eval_command.run(args) == 2
     assert "no-such-method" in capsys.readouterr().err
 
 
@@ -115,10 +116,10 @@ def test_augment_switches_reach_the_engine(tmp_path):
     assert r["augment"]["flip"] is False and r["augment"]["rot90"] is False and r["augment"]["intensity"] is True
     with pytest.raises(EvalError, match="unknown augmentation"):
         run_eval(root, "supervised", strong=2, iters=1, device="cpu", augment={"mirror": True})
-    parser = add_eval_arguments(argparse.ArgumentParser(prog="labelfx eval"))
+    parser = eval_command.add_arguments(argparse.ArgumentParser(prog="labelfx eval"))
     args = parser.parse_args(["--dataset", str(root), "--method", "supervised", "--iters", "1", "--device", "cpu",
                               "--augment", "flip"])
-    assert main_eval(args) == 2  # "--augment expects KEY=VALUE"
+    assert eval_command.run(args) == 2  # "--augment expects KEY=VALUE"
 
 
 def test_noisy_runs_score_their_training_labels(tmp_path):

@@ -4,8 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 
+NAME = "export"
+HELP = "export a model folder as ONNX, TorchScript or a bioimage.io package"
 
-def add_export_arguments(p: argparse.ArgumentParser) -> None:
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of ``labelfx export``."""
     p.add_argument("model_dir", help="model folder written by labelfx train or the Train panel")
     p.add_argument("out", help="output file: .onnx, .pt (TorchScript) or .zip (bioimage.io package)")
@@ -22,11 +25,12 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="bioimageio: run bioimageio.core's model test on the package (takes ~20 s)")
     p.add_argument("--no-check", action="store_true",
                    help="onnx/torchscript: skip the comparison with PyTorch outputs")
+    return p
 
 
-def run_export(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Export and print ``{"output": ..., "format": ...}``."""
-    from .export import ExportError, export_model
+    from ..export import ExportError, export_model
 
     if args.fmt == "bioimageio":
         if not args.sample_image:

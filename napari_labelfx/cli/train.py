@@ -1,15 +1,21 @@
-"""``labelfx train`` and ``labelfx predict``: the batch side of what the Train panel does."""
+"""``labelfx train``: train a model from image and label files or a dataset folder (the Train panel's batch side)."""
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from .errors import parse_key_values
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
+NAME = "train"
+HELP = "train a model from images and label files or a dataset folder"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of ``labelfx train``."""
     src = p.add_argument_group("data (either --images/--labels or --dataset)")
     src.add_argument("--images", nargs="+", default=None, help="image files (TIFF, OME-TIFF, Zarr, PNG)")
@@ -32,38 +38,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", default=None, help="a model folder to continue training from")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter (repeatable), e.g. --param lambda_ds=1.0")
-
-
-def add_predict_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of ``labelfx predict``."""
-    p.add_argument("--model", required=True, help="model folder written by labelfx train or the Train panel, or a bioimage.io package (.zip)")
-    p.add_argument("input", help="image file, volume, Zarr or OME-Zarr (level 0 is used)")
-    p.add_argument("output", help="output labels file: .tif/.tiff or .zarr (Zarr streams chunk by chunk)")
-    p.add_argument("--confidence", default=None, help="also write the confidence map to this .tif or .zarr")
-    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    p.add_argument("--tile", type=int, default=None, help="tile edge length (default: the training patch size)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--objects", action="store_true",
-                   help="write one id per object (touching objects split by a watershed) instead of class "
-                        "indices; the whole image is predicted in memory")
-    p.add_argument("--object-classes", default=None, metavar="NAMES",
-                   help="with --objects: comma-separated classes that are objects (default: every foreground class)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output or confidence file/Zarr store that labelfx did not write "
-                        "(the input and plain folders are never replaced)")
-
-
-def _parse_params(pairs: list[str]) -> dict:
-    out: dict = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--param expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+    return p
 
 
 def _class_names(args: argparse.Namespace) -> list[str]:
@@ -73,9 +48,9 @@ def _class_names(args: argparse.Namespace) -> list[str]:
 
 def items_from_files(images: list[str], labels: list[str], kind: str, class_names: list[str]) -> list:
     """Read image and label files into engine items through the annotation model."""
-    from .annotations.class_table import default_class_table
-    from .annotations.model import AnnotatedImage, AnnotationLayer, AnnotationSet
-    from .io.reader import read_image
+    from ..annotations.class_table import default_class_table
+    from ..annotations.model import AnnotatedImage, AnnotationLayer, AnnotationSet
+    from ..io.reader import read_image
 
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} label files: give one label file per image")
@@ -91,25 +66,25 @@ def items_from_files(images: list[str], labels: list[str], kind: str, class_name
     return AnnotationSet(table, annotated).training_items()
 
 
-def run_train(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Train from files or a dataset folder and write the model folder."""
     from tqdm import tqdm
 
-    from .engine import TrainConfig, Trainer
-    from .methods import available_methods, create_method
+    from ..engine import TrainConfig, Trainer
+    from ..methods import available_methods, create_method
 
     # every setting goes through TrainConfig (and the method's parameter checks) before any data is
     # read: a bad value is one clear line, never a silent default or a numpy traceback
     settings = {"iterations": args.iters, "lr": args.lr, "batch_size": args.batch, "resume_from": args.resume,
                 "patch_size": None if args.patch is None else (args.patch,) * (3 if args.spatial == "3d" else 2)}
     cfg = TrainConfig(method=args.method, preset=args.preset, spatial=args.spatial, device=args.device,
-                      seed=args.seed, output_dir=str(args.out), method_params=_parse_params(args.param),
+                      seed=args.seed, output_dir=str(args.out), method_params=parse_key_values(args.param),
                       **{k: v for k, v in settings.items() if v is not None})
     if cfg.method in available_methods():  # unknown names are reported by the Trainer with the list
         create_method(cfg.method, cfg.method_params)
     if args.dataset:
-        from .evaluation.dataset import load_dataset
-        from .evaluation.derive import derive_item
+        from ..evaluation.dataset import load_dataset
+        from ..evaluation.derive import derive_item
 
         ds = load_dataset(args.dataset)
         class_names = ["background", *ds.classes] if ds.multilabel else list(ds.class_names)
@@ -125,24 +100,20 @@ def run_train(args: argparse.Namespace) -> int:
         class_names = _class_names(args)
         items = items_from_files(args.images, args.labels, args.kind, class_names)
         multilabel = False
-    from .methods.suitability import item_kinds, kind_mismatch
+    from ..methods.suitability import item_kinds, kind_mismatch
 
     mismatch = kind_mismatch(cfg.method, item_kinds(items))
     if mismatch:  # trains anyway, but not silently
-        import sys
-
         print(f"labelfx train: warning: {mismatch}", file=sys.stderr)
-    import sys
-
-    from .data.label_warnings import training_data_warnings
+    from ..data.label_warnings import training_data_warnings
 
     for warning in training_data_warnings(items, class_names):  # valid, but probably not what was meant
         print(f"labelfx train: warning: {warning}", file=sys.stderr)
     t0 = time.time()
-    from .engine.factory import make_trainer
+    from ..engine.factory import make_trainer
 
     trainer = make_trainer(cfg, items, class_names, multilabel=multilabel)
-    from .engine.trainer import TrainingFailed
+    from ..engine.trainer import TrainingFailed
 
     try:
         with tqdm(total=cfg.iterations, desc=f"labelfx train ({cfg.method})", unit="it") as bar:
@@ -151,54 +122,4 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(f"training failed: {exc.reason}") from None
     print(json.dumps({"best": str(result.best_dir), "last": str(result.last_dir),
                       "seconds": round(time.time() - t0, 1), "reason": result.stopped_reason}))
-    return 0
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    """Apply a model folder to one input; Zarr outputs are streamed."""
-    from .inference import Predictor
-    from .io.reader import read_image
-    from .io.safety import check_destination, check_distinct
-    from .io.writer import write_image, write_labels
-
-    # refuse outputs that would destroy data (the input, a folder, someone's file) before any work
-    outputs = {"output": args.output, "confidence": args.confidence}
-    check_distinct(outputs)
-    for what, path in outputs.items():
-        if path is not None:
-            check_destination(path, inputs=(args.input, args.model), overwrite=args.overwrite, what=what)
-    if args.tile is not None and args.tile < 1:
-        raise ValueError(f"--tile must be a positive number of pixels, got {args.tile}")
-    from .export.bioimageio_import import open_predictor  # also bioimage.io packages
-
-    pred = open_predictor(args.model, device=args.device)
-    img = read_image(args.input)
-    data = img.data[0] if img.multiscale else img.data
-    chw = pred.to_channels_first(data, img.axes)
-    out = str(args.output)
-    # a 2D model predicts a volume slice by slice: its tiles stay 2D
-    roi = (args.tile,) * pred.spatial_dims if args.tile else None
-    if getattr(args, "objects", False):
-        from .inference.objects import object_class_indices, objects_from_prediction
-
-        classes = object_class_indices(pred.class_names, args.object_classes)
-        result = pred(np.asarray(chw), roi_size=roi, tta=args.tta)
-        ids = objects_from_prediction(result, classes)
-        write_labels(out, ids, scale=img.spatial_scale, overwrite=args.overwrite,
-                     metadata={"objects": int(ids.max(initial=0))})
-        if args.confidence:
-            write_image(args.confidence, np.asarray(result.confidence, np.float32), scale=img.spatial_scale,
-                        overwrite=args.overwrite)
-        print(json.dumps({"output": out, "shape": list(chw.shape[1:]), "objects": int(ids.max(initial=0))}))
-        return 0
-    if out.endswith(".zarr"):
-        pred.predict_to_zarr(chw, out, roi_size=roi, tta=args.tta, confidence_path=args.confidence,
-                             overwrite=args.overwrite)
-    else:
-        result = pred(np.asarray(chw), roi_size=roi, tta=args.tta)
-        write_labels(out, np.asarray(result.labels), scale=img.spatial_scale, overwrite=args.overwrite)
-        if args.confidence:
-            write_image(args.confidence, np.asarray(result.confidence, np.float32), scale=img.spatial_scale,
-                        overwrite=args.overwrite)
-    print(json.dumps({"output": out, "shape": list(chw.shape[1:])}))
     return 0

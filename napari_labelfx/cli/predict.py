@@ -1,0 +1,80 @@
+"""``labelfx predict``: apply a model folder (or a bioimage.io package) to an image, volume or Zarr store."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+NAME = "predict"
+HELP = "apply a saved model to an image, volume or Zarr store"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Flags of ``labelfx predict``."""
+    p.add_argument("--model", required=True, help="model folder written by labelfx train or the Train panel, or a bioimage.io package (.zip)")
+    p.add_argument("input", help="image file, volume, Zarr or OME-Zarr (level 0 is used)")
+    p.add_argument("output", help="output labels file: .tif/.tiff or .zarr (Zarr streams chunk by chunk)")
+    p.add_argument("--confidence", default=None, help="also write the confidence map to this .tif or .zarr")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--tile", type=int, default=None, help="tile edge length (default: the training patch size)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--objects", action="store_true",
+                   help="write one id per object (touching objects split by a watershed) instead of class "
+                        "indices; the whole image is predicted in memory")
+    p.add_argument("--object-classes", default=None, metavar="NAMES",
+                   help="with --objects: comma-separated classes that are objects (default: every foreground class)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output or confidence file/Zarr store that labelfx did not write "
+                        "(the input and plain folders are never replaced)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Apply a model folder to one input; Zarr outputs are streamed."""
+    from ..inference import Predictor
+    from ..io.reader import read_image
+    from ..io.safety import check_destination, check_distinct
+    from ..io.writer import write_image, write_labels
+
+    # refuse outputs that would destroy data (the input, a folder, someone's file) before any work
+    outputs = {"output": args.output, "confidence": args.confidence}
+    check_distinct(outputs)
+    for what, path in outputs.items():
+        if path is not None:
+            check_destination(path, inputs=(args.input, args.model), overwrite=args.overwrite, what=what)
+    if args.tile is not None and args.tile < 1:
+        raise ValueError(f"--tile must be a positive number of pixels, got {args.tile}")
+    from ..export.bioimageio_import import open_predictor  # also bioimage.io packages
+
+    pred = open_predictor(args.model, device=args.device)
+    img = read_image(args.input)
+    data = img.data[0] if img.multiscale else img.data
+    chw = pred.to_channels_first(data, img.axes)
+    out = str(args.output)
+    # a 2D model predicts a volume slice by slice: its tiles stay 2D
+    roi = (args.tile,) * pred.spatial_dims if args.tile else None
+    if getattr(args, "objects", False):
+        from ..inference.objects import object_class_indices, objects_from_prediction
+
+        classes = object_class_indices(pred.class_names, args.object_classes)
+        result = pred(np.asarray(chw), roi_size=roi, tta=args.tta)
+        ids = objects_from_prediction(result, classes)
+        write_labels(out, ids, scale=img.spatial_scale, overwrite=args.overwrite,
+                     metadata={"objects": int(ids.max(initial=0))})
+        if args.confidence:
+            write_image(args.confidence, np.asarray(result.confidence, np.float32), scale=img.spatial_scale,
+                        overwrite=args.overwrite)
+        print(json.dumps({"output": out, "shape": list(chw.shape[1:]), "objects": int(ids.max(initial=0))}))
+        return 0
+    if out.endswith(".zarr"):
+        pred.predict_to_zarr(chw, out, roi_size=roi, tta=args.tta, confidence_path=args.confidence,
+                             overwrite=args.overwrite)
+    else:
+        result = pred(np.asarray(chw), roi_size=roi, tta=args.tta)
+        write_labels(out, np.asarray(result.labels), scale=img.spatial_scale, overwrite=args.overwrite)
+        if args.confidence:
+            write_image(args.confidence, np.asarray(result.confidence, np.float32), scale=img.spatial_scale,
+                        overwrite=args.overwrite)
+    print(json.dumps({"output": out, "shape": list(chw.shape[1:])}))
+    return 0
