@@ -135,12 +135,14 @@ def run(dataset: str, iters: int, seed: int, area_split: float, directions: list
                     t0 = time.perf_counter()
                     norm = MacenkoNormalizer().fit(_pooled_reference(ds, train, seed=seed), name="training domain")
                     res["macenko-test"] = {**evaluate(ds, folder, test, norm), "seconds": time.perf_counter() - t0}
-                print(direction, variant, {k: round(v, 4) if isinstance(v, float) else v for k, v in res[variant].items()}, flush=True)
+                rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in res[variant].items()}
+                print(direction, variant, rounded, flush=True)
                 report["results"][direction] = res
                 if out:
                     Path(out).write_text(json.dumps(report, indent=2) + "\n")
             if "macenko-test" in res:
-                print(direction, "macenko-test", {k: round(v, 4) if isinstance(v, float) else v for k, v in res["macenko-test"].items()}, flush=True)
+                rounded = {k: round(v, 4) if isinstance(v, float) else v for k, v in res["macenko-test"].items()}
+                print(direction, "macenko-test", rounded, flush=True)
         report["results"][direction] = res
     return report
 

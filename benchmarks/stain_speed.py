@@ -135,7 +135,8 @@ def main() -> None:
     cv2.setNumThreads(ARGS.threads)
     size = ARGS.size
     t0 = time.perf_counter()
-    img = load_rgb(ARGS.image, size) if ARGS.image else synthetic_he(size, 0, np.array([[0.60, 0.30], [0.75, 0.85], [0.28, 0.43]]))
+    stains = np.array([[0.60, 0.30], [0.75, 0.85], [0.28, 0.43]])
+    img = load_rgb(ARGS.image, size) if ARGS.image else synthetic_he(size, 0, stains)
     ref = load_rgb(ARGS.reference, None) if ARGS.reference else synthetic_he(1024, 1, HE_REF)
     report: dict = {
         "input": ARGS.image or "synthetic H&E",
@@ -148,9 +149,9 @@ def main() -> None:
         "setup_s": round(time.perf_counter() - t0, 2),
     }
     try:
-        import torchstain
-
         from importlib.metadata import version
+
+        import torchstain
 
         report["torchstain_version"] = version("torchstain")
     except ImportError:

@@ -5,7 +5,11 @@ import pytest
 
 from napari_labelfx.annotations import (
     IGNORE_INDEX as IG,
+)
+from napari_labelfx.annotations import (
     MULTILABEL_IGNORE as MI,
+)
+from napari_labelfx.annotations import (
     PRECEDENCE,
     AnnotatedImage,
     AnnotationLayer,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_labelfx.data import AugmentConfig, Augmenter, AugmentationError
+from napari_labelfx.data import AugmentationError, AugmentConfig, Augmenter
 from napari_labelfx.data.augment import flip, rot90
 
 

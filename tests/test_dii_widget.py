@@ -34,8 +34,8 @@ def test_train_widget_trains_dii_dcr_and_shows_weak_weights(make_napari_viewer, 
     try:
         qtbot.waitUntil(lambda: w.runner is not None and not w.runner.running and UpdateKind.FINISHED in seen,
                         timeout=180_000)
-    except Exception:
-        raise AssertionError(f"status {w.status.text()!r}, updates {seen}")
+    except Exception as exc:
+        raise AssertionError(f"status {w.status.text()!r}, updates {seen}") from exc
     assert UpdateKind.FAILED not in seen, w.status.text()
     assert UpdateKind.RESULT in seen
     weights = viewer.layers["img weak weights"]

@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 
 from napari_labelfx.engine.early_learning import (
-    EarlyLearningError, adele_curve, adele_derivative, fit_early_learning,
+    EarlyLearningError,
+    adele_curve,
+    adele_derivative,
+    fit_early_learning,
 )
 
 

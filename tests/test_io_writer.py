@@ -6,7 +6,12 @@ import pytest
 import tifffile
 
 from napari_labelfx.io import (
-    LabelfxIOError, atomic_path, read_image, read_labels, write_image, write_labels,
+    LabelfxIOError,
+    atomic_path,
+    read_image,
+    read_labels,
+    write_image,
+    write_labels,
 )
 
 RNG = np.random.default_rng(3)

@@ -62,11 +62,13 @@ def _item(target, kind="strong"):
 
 
 def test_training_data_warnings():
-    both = np.zeros((8, 8)); both[:2] = 1
+    both = np.zeros((8, 8))
+    both[:2] = 1
     assert training_data_warnings([_item(both)], ["background", "cell"]) == []
     empty = training_data_warnings([_item(np.zeros((8, 8)))], ["background", "cell"])
     assert any("nothing painted" in w for w in empty) and any("only 'background'" in w for w in empty)
-    only_fg = np.full((8, 8), -1); only_fg[:2] = 1
+    only_fg = np.full((8, 8), -1)
+    only_fg[:2] = 1
     assert any("only 'cell'" in w for w in training_data_warnings([_item(only_fg, "scribble")],
                                                                    ["background", "cell"]))
 

@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 
 from napari_labelfx.tools.fusion import (
-    FusionError, filter_boxes, fuse_instances, fuse_probabilities, nms, weighted_boxes_fusion,
+    FusionError,
+    filter_boxes,
+    fuse_instances,
+    fuse_probabilities,
+    nms,
+    weighted_boxes_fusion,
 )
 from napari_labelfx.tools.tta import TTAError, TTAView, all_flips, apply_view, predict_views, tta_views, undo_view
 

@@ -202,7 +202,7 @@ class AnnotatedImage:
         if not self.tags:
             return None, {}
         slice_tags = {
-            z: tags_to_vector(t, class_table) for z, t in sorted((kv for kv in self.tags.items() if kv[0] is not None))
+            z: tags_to_vector(t, class_table) for z, t in sorted(kv for kv in self.tags.items() if kv[0] is not None)
         }
         # a class tagged on any slice is present in the volume, so the volume's vector is the union
         vec = tags_to_vector(self.tags.get(None, set()), class_table)

@@ -346,7 +346,7 @@ def _check_doc(doc: Any, pj: Path) -> None:
             dt = np.dtype(value)
         except TypeError:
             raise bad(where, f"is not a dtype: {value!r:.40}") from None
-        if not (np.issubdtype(dt, np.number) or dt == bool):
+        if not (np.issubdtype(dt, np.number) or dt == np.bool_):
             raise bad(where, f"must be a numeric dtype, got {value!r:.40}")
 
     def array_path(value: Any, where: str) -> None:

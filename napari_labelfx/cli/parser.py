@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Callable, Sequence
 
 from . import debias, demo, export, info, predict, skin_tone, stain_normalize, train
 from . import eval as eval_command

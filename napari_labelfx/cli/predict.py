@@ -12,7 +12,8 @@ HELP = "apply a saved model to an image, volume or Zarr store"
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of ``labelfx predict``."""
-    p.add_argument("--model", required=True, help="model folder written by labelfx train or the Train panel, or a bioimage.io package (.zip)")
+    p.add_argument("--model", required=True,
+                   help="model folder written by labelfx train or the Train panel, or a bioimage.io package (.zip)")
     p.add_argument("input", help="image file, volume, Zarr or OME-Zarr (level 0 is used)")
     p.add_argument("output", help="output labels file: .tif/.tiff or .zarr (Zarr streams chunk by chunk)")
     p.add_argument("--confidence", default=None, help="also write the confidence map to this .tif or .zarr")
@@ -32,7 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Apply a model folder to one input; Zarr outputs are streamed."""
-    from ..inference import Predictor
     from ..io.reader import read_image
     from ..io.safety import check_destination, check_distinct
     from ..io.writer import write_image, write_labels

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     """Train from files or a dataset folder and write the model folder."""
     from tqdm import tqdm
 
-    from ..engine import TrainConfig, Trainer
+    from ..engine import TrainConfig
     from ..methods import available_methods, create_method
 
     # every setting goes through TrainConfig (and the method's parameter checks) before any data is

@@ -103,7 +103,7 @@ class AugmentConfig:
             )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "AugmentConfig":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> AugmentConfig:
         """Build from a settings dict; keys that are neither built in nor registered raise an error."""
         data = dict(data or {})
         known = {f.name for f in fields(cls)} - {"extra"}

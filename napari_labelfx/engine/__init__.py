@@ -2,7 +2,7 @@
 from .config import ConfigError, TrainConfig
 from .control import TrainerControl
 from .device import DeviceError, autocast_context, select_device
-from .trainer import TrainingFailed, TrainResult, Trainer
+from .trainer import Trainer, TrainingFailed, TrainResult
 from .updates import Update, UpdateKind
 
 __all__ = [

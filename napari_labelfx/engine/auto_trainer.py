@@ -30,7 +30,7 @@ from ..inference.labels import probabilities_to_labels
 from .config import ConfigError, TrainConfig
 from .control import TrainerControl
 from .forest_trainer import FOREST_DEFAULTS, ForestTrainer, forest_validation
-from .trainer import TrainResult, Trainer, describe_failure
+from .trainer import Trainer, TrainResult, describe_failure
 from .updates import Update, UpdateKind
 from .validation import evaluate_split
 
@@ -202,7 +202,7 @@ class AutoTrainer:
             t = it.target
             masks.append((t[1:] == 1).any(0) if self.multilabel else (t > 0))
         if not masks:  # sparse labels only: the objects the forest sees
-            for i, p in probs.items():
+            for p in probs.values():
                 labels, _ = probabilities_to_labels(p, self.multilabel)
                 masks.append(labels[1:].any(0) if self.multilabel else labels > 0)
         self.diameter = object_diameter(masks) if masks else None
@@ -372,7 +372,8 @@ class AutoTrainer:
             f"forest ready in {self.forest.fit_seconds:.1f} s (held-out Dice "
             f"{_fmt((self.forest_val or {}).get('dice_mean'))}); network training at scale {self.scale:g} "
             f"with {net_cfg.patch_size} patches"
-            + (f", pseudo-labels from the forest on {info['pseudo_labelled_items']} image(s)" if info["pseudo_labelled_items"] else "")
+            + (f", pseudo-labels from the forest on {info['pseudo_labelled_items']} image(s)"
+               if info["pseudo_labelled_items"] else "")
         )
         self.net = Trainer(net_cfg, net_items, self.class_names, multilabel=self.multilabel, control=self.control)
         index, region = self._preview_request

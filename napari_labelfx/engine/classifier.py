@@ -28,7 +28,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.debias import UNKNOWN_TYPE, BiasHead, MainHead, TABE, bce_main_loss, debias_step, inverse_frequency_weights, make_scheme
+from ..models.debias import (
+    TABE,
+    UNKNOWN_TYPE,
+    BiasHead,
+    MainHead,
+    bce_main_loss,
+    debias_step,
+    inverse_frequency_weights,
+    make_scheme,
+)
 
 SCHEMES = ("none", "lntl", "tabe", "clgr")
 _ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}

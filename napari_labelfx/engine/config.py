@@ -151,7 +151,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
         if not isinstance(data, dict):
             raise ConfigError(f"a training configuration must be a dict, got {type(data).__name__}")

@@ -18,8 +18,8 @@ judged a fixed horizon of 15 epochs; judging what was seen avoids switching on b
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.optimize import least_squares

@@ -79,7 +79,7 @@ class ForestParams:
     kinds: tuple[str, ...]
 
     @classmethod
-    def parse(cls, params: dict[str, Any], seed: int = 0) -> "ForestParams":
+    def parse(cls, params: dict[str, Any], seed: int = 0) -> ForestParams:
         unknown = sorted(set(params) - set(FOREST_DEFAULTS))
         if unknown:
             raise ConfigError(f"method 'forest' has no parameter(s) {unknown}; its parameters are {sorted(FOREST_DEFAULTS)}")

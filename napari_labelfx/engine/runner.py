@@ -20,8 +20,9 @@ import os
 import queue
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .updates import Update, UpdateKind
 

@@ -7,8 +7,8 @@ stems and seed always give the same split, whatever order the files were listed 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -81,7 +81,8 @@ class _Package:
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ExportError(f"{path}: cannot read its {rdf_name}: {exc}") from exc
         if not isinstance(rdf, dict) or rdf.get("type") != "model":
-            raise ExportError(f"{path}: {rdf_name} does not describe a model (type: {rdf.get('type') if isinstance(rdf, dict) else None!r})")
+            kind = rdf.get("type") if isinstance(rdf, dict) else None
+            raise ExportError(f"{path}: {rdf_name} does not describe a model (type: {kind!r})")
         self.rdf: dict[str, Any] = rdf
 
     def read(self, name: str, sha256: str | None = None) -> bytes:

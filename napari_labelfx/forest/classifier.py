@@ -98,7 +98,7 @@ class PixelForest:
     def fitted(self) -> bool:
         return bool(self.forests) and any(f is not None for f in self.forests)
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "PixelForest":
+    def fit(self, x: np.ndarray, y: np.ndarray) -> PixelForest:
         """Train on features ``x`` (N, F) and labels ``y``: (N,) class indices, or (N, K) 0/1/255."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[0] == 0:
@@ -177,7 +177,7 @@ class PixelForest:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], num_classes: int, multilabel: bool,
-                    settings: ForestSettings | None = None) -> "PixelForest":
+                    settings: ForestSettings | None = None) -> PixelForest:
         """Rebuild from :meth:`to_arrays` output (raises :class:`ForestError` when inconsistent)."""
         self = cls(num_classes, multilabel, settings)
         try:

@@ -129,7 +129,7 @@ class FilterBank:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FilterBank":
+    def from_dict(cls, data: dict[str, Any]) -> FilterBank:
         """Build from :meth:`to_dict` output (unknown keys raise :class:`FeatureError`)."""
         if not isinstance(data, dict):
             raise FeatureError(f"a filter bank must be a dict, got {type(data).__name__}")

@@ -72,7 +72,7 @@ class ForestPredictor(Predictor):
                          channels_last=False)
 
     @classmethod
-    def from_folder(cls, model_dir: str | os.PathLike, device: Any = "auto", **kwargs: Any) -> "ForestPredictor":
+    def from_folder(cls, model_dir: str | os.PathLike, device: Any = "auto", **kwargs: Any) -> ForestPredictor:
         """Load a forest model folder (the device is ignored: forests run on the CPU)."""
         forest, bank, config = load_forest(model_dir)
         return cls(forest, bank, config, **{k: v for k, v in kwargs.items() if k in ("roi_size", "threshold")})

@@ -143,7 +143,7 @@ def sample_training_pixels(
         chosen[where if quota >= n else rng.choice(where, quota, replace=False)] = True
     xs, ys = [], []
     start = 0
-    for it, digest, region, flat, bucket in tiles:
+    for it, digest, region, flat, _bucket in tiles:
         pick = flat[chosen[start:start + flat.size]]
         start += flat.size
         if pick.size == 0:

@@ -134,7 +134,7 @@ class Predictor:
     @classmethod
     def from_folder(
         cls, model_dir: str | os.PathLike, device: str | torch.device = "auto", **kwargs: Any
-    ) -> "Predictor":
+    ) -> Predictor:
         """Load a model folder (see :func:`~napari_labelfx.engine.checkpoint.load_model`).
 
         A folder holding a pixel forest (``forest.npz``) gives a

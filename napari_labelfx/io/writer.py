@@ -33,7 +33,7 @@ def _level0_array(path: Path, data: Any, labels: bool) -> Any:
         data = np.asarray(data)
     dtype = np.dtype(data.dtype)
     what = "labels" if labels else "an image"
-    if dtype == bool:
+    if dtype == np.bool_:
         data = data.astype(np.uint8)
     elif labels and not np.issubdtype(dtype, np.integer):
         raise LabelfxIOError(path, f"labels must have an integer dtype, got {dtype}")

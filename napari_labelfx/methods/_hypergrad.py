@@ -46,7 +46,7 @@ class LastLayerGrad:
         """dL/db of the pixel-mean cross-entropy, (K,)."""
         return self.sum_b / max(self.n, 1)
 
-    def add(self, other: "LastLayerGrad") -> "LastLayerGrad":
+    def add(self, other: LastLayerGrad) -> LastLayerGrad:
         """Combine the sums of two pixel sets (in place; returns self)."""
         self.sum_w = self.sum_w + other.sum_w
         self.sum_b = self.sum_b + other.sum_b

@@ -174,7 +174,7 @@ class Adele(Supervised):
             plain = getattr(self, "_plain", {}).get(idx)
 
             def predict(image: np.ndarray, _plain: np.ndarray | None = plain,
-                        _src: np.ndarray = self._source_image(idx, it)) -> np.ndarray:
+                        _src: np.ndarray = self._source_image(idx, it)) -> np.ndarray:  # noqa: B008 (bound per item)
                 if _plain is not None and image.shape == _src.shape and np.array_equal(image, _src):
                     return _plain  # the identity view was predicted for the agreement score
                 return ctx.predict(image)

@@ -26,7 +26,6 @@ from torch import nn
 from ..annotations.kinds import TrainingItem
 
 
-
 def _checked_param(method: str, key: str, value: Any, default: Any) -> Any:
     """``value`` for parameter ``key`` checked against the type of its default (one-line MethodError).
 

@@ -68,7 +68,8 @@ class CheXseg(Method):
         if not 0.0 <= p <= 1.0:
             raise MethodError(f"method 'chexseg': p must be in [0, 1], got {p}")
         if not 0.0 <= float(self.params["classifier_fraction"]) < 1.0:
-            raise MethodError(f"method 'chexseg': classifier_fraction must be in [0, 1), got {self.params['classifier_fraction']}")
+            raise MethodError("method 'chexseg': classifier_fraction must be in [0, 1), "
+                              f"got {self.params['classifier_fraction']}")
         thr = self.params["threshold"]
         if thr not in ("auto", "otsu"):
             try:

@@ -19,9 +19,9 @@ import torch
 
 from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE
 from ..data.strong_augment import StrongAugmentConfig, strong_augment
+from ._reference import DEFAULT_CHUNK_ELEMENTS
 from .base import MethodContext, MethodError
 from .registry import register_method
-from ._reference import DEFAULT_CHUNK_ELEMENTS
 from .rpg import RPG
 
 

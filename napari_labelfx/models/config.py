@@ -95,7 +95,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from a dict as written by :meth:`to_dict`; unknown keys raise ``ModelConfigError``."""
         if not isinstance(data, dict):
             raise ModelConfigError(f"ModelConfig.from_dict expects a dict, got {type(data).__name__}")

@@ -1,7 +1,8 @@
 """Registry of model architectures: ``@register_model("name")`` and ``build_model(cfg)``."""
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from torch import nn
 

@@ -111,7 +111,7 @@ class ClassicalParams:
     hough_max_overlap: float = 0.2
 
     @classmethod
-    def for_diameter(cls, diameter: float, modality: str | None = None, **overrides) -> "ClassicalParams":
+    def for_diameter(cls, diameter: float, modality: str | None = None, **overrides) -> ClassicalParams:
         """Parameters scaled to a typical object diameter in pixels (like Cellpose's ``diameter``).
 
         ``modality`` (a key of :data:`MODALITY_DEFAULTS`) adds that image type's defaults. Seed
@@ -147,7 +147,7 @@ class ClassicalParams:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ClassicalParams":
+    def from_dict(cls, d: dict) -> ClassicalParams:
         """Build from a dict; unknown keys raise :class:`ClassicalInputError`."""
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names

@@ -10,7 +10,6 @@ from typing import Any
 from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QLineEdit, QSpinBox, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-
 _INT_LIMIT = 2**31 - 1
 
 

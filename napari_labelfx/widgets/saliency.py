@@ -80,8 +80,8 @@ class SaliencyWidget(QWidget):
 
     def _refresh(self, *_: Any) -> None:
         current = self.image_combo.currentText()
-        names = [l.name for l in self.viewer.layers
-                 if l.__class__.__name__ == "Image" and not l.metadata.get(_layers.RESULT_KEY)]
+        names = [layer.name for layer in self.viewer.layers
+                 if layer.__class__.__name__ == "Image" and not layer.metadata.get(_layers.RESULT_KEY)]
         self.image_combo.blockSignals(True)
         self.image_combo.clear()
         self.image_combo.addItems(names)

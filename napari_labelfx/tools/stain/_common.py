@@ -230,7 +230,7 @@ class StainNormalizer(ABC):
         return self._from_work_output(out)
 
     # -- public API -----------------------------------------------------------------------------
-    def fit(self, reference: Any, mask: np.ndarray | None = None, name: str = "reference") -> "StainNormalizer":
+    def fit(self, reference: Any, mask: np.ndarray | None = None, name: str = "reference") -> StainNormalizer:
         """Estimate the normalisation target from a reference image (or a masked region of it).
 
         Parameters

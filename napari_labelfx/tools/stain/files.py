@@ -31,7 +31,6 @@ def write_rgb(path: str | Path, rgb: np.ndarray, overwrite: bool = False) -> Pat
     import cv2
 
     from ...io import atomic_path, write_image
-
     from ...io.safety import check_destination
 
     path = Path(path)

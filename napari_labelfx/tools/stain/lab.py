@@ -143,7 +143,7 @@ def lab_to_rgb_uint8(lab: np.ndarray, affine: np.ndarray | None = None) -> np.nd
     return cv2.convertScaleAbs(as_cv_image(srgb), alpha=255.0).reshape(shape)
 
 
-def rgb_to_lab_torch(rgb: "torch.Tensor") -> "torch.Tensor":
+def rgb_to_lab_torch(rgb: torch.Tensor) -> torch.Tensor:
     """CIELAB of a float RGB tensor in [0, 1], channels last ``(..., 3)`` (same formulas as OpenCV)."""
     import torch
 
@@ -159,7 +159,7 @@ def rgb_to_lab_torch(rgb: "torch.Tensor") -> "torch.Tensor":
     return torch.stack([light, a, b], dim=-1)
 
 
-def lab_to_rgb_torch(lab: "torch.Tensor") -> "torch.Tensor":
+def lab_to_rgb_torch(lab: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1] (clipped) of a CIELAB tensor ``(..., 3)`` (inverse of :func:`rgb_to_lab_torch`)."""
     import torch
 
@@ -170,7 +170,7 @@ def lab_to_rgb_torch(lab: "torch.Tensor") -> "torch.Tensor":
     fz = fy - b / 200.0
     delta = 6.0 / 29.0
 
-    def finv(t: "torch.Tensor") -> "torch.Tensor":
+    def finv(t: torch.Tensor) -> torch.Tensor:
         return torch.where(t > delta, t**3, (t - 16.0 / 116.0) / 7.787)
 
     y = torch.where(light > _KAPPA * _EPS, fy**3, light / _KAPPA)
