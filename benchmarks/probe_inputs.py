@@ -88,8 +88,8 @@ def _huge_zarr(tmp: Path, shape: list[int], chunks: list[int]) -> Path:
 
 
 def _model(tmp: Path) -> Path:
-    from napari_labelfx.engine.checkpoint import save_model
     from napari_labelfx.models import ModelConfig, build_model
+    from napari_labelfx.models.checkpoint import save_model
 
     return save_model(tmp / "model", build_model(ModelConfig(width=4, depth=1)), {"classes": ["bg", "fg"]})
 
@@ -320,7 +320,7 @@ for _name, _edit in {
 # -- model folders ---------------------------------------------------------------------------------
 @probe("model: config width 4096 depth 6")
 def _(tmp: Path) -> tuple:
-    from napari_labelfx.engine.checkpoint import load_model
+    from napari_labelfx.models.checkpoint import load_model
 
     model = _model(tmp)
     _edit_project_json = json.loads((model / "config.json").read_text())

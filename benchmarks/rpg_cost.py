@@ -131,7 +131,7 @@ def _real_features(args: argparse.Namespace, dev: Any) -> tuple[Any, Any, Any]:
     import torch
     from skimage.transform import resize
 
-    from napari_labelfx.data.normalize import percentile_normalise
+    from napari_labelfx.core.normalize import percentile_normalise
     from napari_labelfx.evaluation.dataset import load_dataset
     from napari_labelfx.methods import losses
     from napari_labelfx.models import PRESETS, ModelConfig, build_model

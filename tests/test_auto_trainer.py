@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_labelfx.annotations.kinds import LabelKind, TrainingItem
-from napari_labelfx.data.normalize import percentile_normalise
+from napari_labelfx.core.normalize import percentile_normalise
 from napari_labelfx.engine import TrainConfig, Trainer
 from napari_labelfx.engine import auto_trainer as auto_mod
 from napari_labelfx.engine.auto_trainer import AutoTrainer, object_diameter, working_scale

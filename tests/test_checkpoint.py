@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_labelfx.engine.checkpoint import (
+from napari_labelfx.models import ModelConfig, build_model
+from napari_labelfx.models.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
     CheckpointError,
@@ -16,7 +17,6 @@ from napari_labelfx.engine.checkpoint import (
     read_config,
     save_model,
 )
-from napari_labelfx.models import ModelConfig, build_model
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Debiasing image-level classifier (engine/classifier.py) on a tiny synthetic dataset folder."""
+"""Debiasing image-level classifier (evaluation/debias_classifier.py) on a tiny synthetic dataset folder."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from napari_labelfx.cli import debias
-from napari_labelfx.engine.classifier import (
+from napari_labelfx.evaluation.debias_classifier import (
     ClassifierConfig,
     ClassifierDataError,
     DebiasClassifier,

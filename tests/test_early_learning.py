@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from napari_labelfx.engine.early_learning import (
+from napari_labelfx.methods.early_learning import (
     EarlyLearningError,
     adele_curve,
     adele_derivative,

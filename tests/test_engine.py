@@ -9,15 +9,14 @@ import pytest
 import torch
 
 from napari_labelfx.annotations import IGNORE_INDEX, LabelKind, TrainingItem
+from napari_labelfx.core.device import DeviceError, select_device
 from napari_labelfx.engine import (
     ConfigError,
-    DeviceError,
     TrainConfig,
     Trainer,
     TrainerControl,
     TrainingFailed,
     UpdateKind,
-    select_device,
 )
 from napari_labelfx.engine.optim import AdamW, lr_factor
 from napari_labelfx.methods import Method, losses, register_method

@@ -15,7 +15,6 @@ import torch
 
 from napari_labelfx._sample_data import make_nuclei_2d
 from napari_labelfx.cli import main
-from napari_labelfx.engine.checkpoint import save_model
 from napari_labelfx.export import ExportError, MissingExtraError, export_model
 from napari_labelfx.export._common import example_input, reference_probabilities, require, standalone
 from napari_labelfx.export.formats import (
@@ -26,6 +25,7 @@ from napari_labelfx.export.formats import (
 )
 from napari_labelfx.inference import Predictor
 from napari_labelfx.models import build_model, config_from_preset
+from napari_labelfx.models.checkpoint import save_model
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("bioimageio.core")

@@ -17,8 +17,8 @@ from napari_labelfx.engine.updates import UpdateKind
 from napari_labelfx.forest.classifier import ForestError, ForestSettings, PixelForest
 from napari_labelfx.forest.features import FeatureError, FilterBank
 from napari_labelfx.forest.folder import load_forest, save_forest
-from napari_labelfx.forest.predictor import ForestPredictor
 from napari_labelfx.inference import Predictor
+from napari_labelfx.inference.forest_predictor import ForestPredictor
 
 
 def blobs(shape=(96, 96), n=8, seed=0, radius=6):
@@ -133,7 +133,7 @@ class _Evil:
 
 
 def test_model_folder_round_trip_and_pickle_refused(tmp_path):
-    from napari_labelfx.data.normalize import percentile_normalise
+    from napari_labelfx.core.normalize import percentile_normalise
 
     image, mask = blobs()
     # items hold normalised images (as the annotation model makes them); the predictor normalises raw ones
@@ -168,7 +168,7 @@ def test_model_folder_round_trip_and_pickle_refused(tmp_path):
 
 
 def test_network_loader_names_a_forest_folder(tmp_path):
-    from napari_labelfx.engine.checkpoint import CheckpointError, load_model
+    from napari_labelfx.models.checkpoint import CheckpointError, load_model
 
     image, mask = blobs()
     forest = PixelForest(2, False, ForestSettings(n_trees=4))
@@ -316,7 +316,7 @@ def test_scribbles_on_many_images_read_a_bounded_number_of_tiles():
 
 
 def test_a_2d_forest_predicts_a_volume_slice_by_slice(tmp_path):
-    from napari_labelfx.data.normalize import percentile_normalise
+    from napari_labelfx.core.normalize import percentile_normalise
 
     image, mask = blobs(shape=(64, 64))
     item = TrainingItem(percentile_normalise(image[None]), mask.astype(np.int64), LabelKind.STRONG, name="a")

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_labelfx.engine.checkpoint import save_model
-from napari_labelfx.engine.device import select_device
+from napari_labelfx.core.device import select_device
 from napari_labelfx.inference import (
     InferenceError,
     Prediction,
@@ -20,6 +19,7 @@ from napari_labelfx.inference import (
     tile_starts,
 )
 from napari_labelfx.models import ModelConfig, SegOutput, build_model
+from napari_labelfx.models.checkpoint import save_model
 
 torch.set_num_threads(1)
 

@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari_labelfx.engine.checkpoint import save_model  # noqa: E402
 from napari_labelfx.models import ModelConfig, build_model  # noqa: E402
+from napari_labelfx.models.checkpoint import save_model  # noqa: E402
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_load_model_errors_are_notifications(train_widget, errors, tmp_path, mon
     w.load_model(str(folder))
     assert "width 4096" in errors[-1] and w.loaded_model_dir is None
 
-    import napari_labelfx.engine.checkpoint as ckpt
+    import napari_labelfx.models.checkpoint as ckpt
 
     def boom(*_a, **_k):
         raise RuntimeError("CUDA out of memory")

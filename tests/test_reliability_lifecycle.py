@@ -114,8 +114,8 @@ def test_removing_the_panel_stops_training(make_napari_viewer, qtbot, tmp_path):
 
 
 def test_saved_inside_run_folder_is_kept(make_napari_viewer, qtbot, tmp_path):
-    from napari_labelfx.engine.checkpoint import save_model
     from napari_labelfx.models import ModelConfig, build_model
+    from napari_labelfx.models.checkpoint import save_model
 
     viewer, w, runner, run_dir = _panel(make_napari_viewer, tmp_path)
     w.best_dir = save_model(run_dir / "best", build_model(ModelConfig(width=4, depth=1)))

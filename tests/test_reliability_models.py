@@ -9,11 +9,11 @@ import pytest
 import tifffile
 
 from napari_labelfx.cli import main
-from napari_labelfx.engine.checkpoint import CheckpointError, load_model, save_model
 from napari_labelfx.engine.model_folder import copy_model_folder, is_model_folder
 from napari_labelfx.io import LabelfxIOError
 from napari_labelfx.models import ModelConfig, build_model
 from napari_labelfx.models.budget import check_model_size
+from napari_labelfx.models.checkpoint import CheckpointError, load_model, save_model
 from napari_labelfx.models.config import ModelConfigError
 
 

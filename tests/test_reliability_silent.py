@@ -13,9 +13,9 @@ from napari_labelfx._writer import write_labels_tiff, write_labels_zarr
 from napari_labelfx.annotations.kinds import LabelKind, TrainingItem
 from napari_labelfx.cli import main
 from napari_labelfx.data.label_warnings import training_data_warnings
-from napari_labelfx.engine.checkpoint import CheckpointError, load_model, save_model
 from napari_labelfx.inference import Predictor
 from napari_labelfx.models import ModelConfig, build_model
+from napari_labelfx.models.checkpoint import CheckpointError, load_model, save_model
 
 
 @pytest.fixture

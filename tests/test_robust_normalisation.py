@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_labelfx.core.normalize import channel_percentiles, percentile_normalise
 from napari_labelfx.data.augment import AugmentConfig
-from napari_labelfx.data.normalize import channel_percentiles, percentile_normalise
 from napari_labelfx.inference import Predictor
 from napari_labelfx.models import ModelConfig, SegOutput
 

@@ -53,7 +53,7 @@ def test_stain_aglr_trains_with_finite_terms_and_a_separate_regeneration_head(tm
             assert math.isfinite(rec[key]), (key, rec)
         assert rec["loss_reg"] > 0  # the reconstruction is never perfect after a few steps
     # the saved inference model is the plain UNet (no regeneration weights in it)
-    from napari_labelfx.engine.checkpoint import load_state_dict
+    from napari_labelfx.models.checkpoint import load_state_dict
 
     keys = load_state_dict(result.last_dir / "model.safetensors")
     assert not any(k.startswith("body.") for k in keys)

@@ -14,29 +14,24 @@ PACKAGE = Path(__file__).resolve().parents[1] / "napari_labelfx"
 
 # Bottom to top: a package may import only packages on its own level or below it.
 LAYERS: list[set[str]] = [
-    {"io", "models"},
+    {"core"},
+    {"io"},
+    {"models"},
     {"annotations"},
     {"data"},
     {"tools"},
     {"forest"},
     {"inference"},
+    {"export"},
     {"methods"},
     {"engine"},
-    {"export"},
     {"evaluation"},
     {"cli", "widgets"},
 ]
 # Upward imports that issue 15's redesign has not removed yet. The test fails when one is gone (so the list
 # only shrinks) and when a new one appears.
 KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("annotations", "data"),
-    ("tools", "engine"),
-    ("forest", "inference"),
-    ("inference", "engine"),
-    ("methods", "engine"),
-    ("methods", "evaluation"),
-    ("engine", "evaluation"),
-    ("engine", "export"),
+    ("methods", "evaluation"),  # sissi reads its reference set through evaluation's dataset folders
 }
 GUI_MODULES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt", "magicgui")
 GUI_PACKAGES = {"widgets"}

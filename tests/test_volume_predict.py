@@ -8,10 +8,10 @@ import tifffile
 import torch
 
 from napari_labelfx.cli import main
-from napari_labelfx.engine.checkpoint import load_model, save_model
 from napari_labelfx.inference import Predictor, sliding_window_predict, stream_probabilities
 from napari_labelfx.io.reader import read_image
 from napari_labelfx.models import ModelConfig, build_model
+from napari_labelfx.models.checkpoint import load_model, save_model
 
 torch.set_num_threads(1)
 

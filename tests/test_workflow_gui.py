@@ -105,8 +105,8 @@ def test_predict_failure_is_one_notification_and_a_status(make_napari_viewer, qt
     """Item 1: a prediction that fails says so once, and the status does not stay at 'Predicting ...'."""
     import torch
 
-    from napari_labelfx.engine.checkpoint import save_model
     from napari_labelfx.models import ModelConfig, build_model
+    from napari_labelfx.models.checkpoint import save_model
 
     got = _notifications(monkeypatch)
     raw = []  # errors napari would relay as a second, raw pop-up

@@ -232,7 +232,7 @@ def to_channels_first(image: Any, axes: str, *, normalise: bool = True) -> np.nd
     if not normalise:
         return np.ascontiguousarray(arr)
     # imported here: the data package pulls in torch, which the annotation model does not need
-    from ..data.normalize import percentile_normalise
+    from ..core.normalize import percentile_normalise
 
     return percentile_normalise(arr)
 

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     """Train the debiased image-level classifier and print AUC/accuracy per skin type."""
     import torch
 
-    from ..engine.classifier import ClassifierConfig, load_classification_data, train_and_evaluate
+    from ..evaluation.debias_classifier import ClassifierConfig, load_classification_data, train_and_evaluate
     from ..io import atomic_path
 
     try:

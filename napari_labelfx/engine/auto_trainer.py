@@ -303,7 +303,7 @@ class AutoTrainer:
         return Update(UpdateKind.VALIDATION, self.net.iteration, cfg.iterations, data)
 
     def _save_network(self, folder: Path) -> Path:
-        from .checkpoint import save_model
+        from ..models.checkpoint import save_model
 
         assert self.net is not None
         model = self.net.model

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from ..annotations.kinds import TrainingItem
+from ..core.device import autocast_context
 from ..data.checks import known_mask
 from ..inference.labels import probabilities_to_labels
-from .device import autocast_context
 
 #: Largest edge of a 2D preview region shown whole by default; larger images show their centre.
 DEFAULT_WHOLE_MAX = 1024

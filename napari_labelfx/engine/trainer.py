@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..annotations.kinds import TrainingItem
+from ..core.device import amp_supported, autocast_context, select_device
 from ..data.augment import AugmentConfig, Augmenter
 from ..data.checks import check_items
 from ..data.errors import TrainingDataError
@@ -31,7 +32,6 @@ from ..data.split import ValidationSplit, split_validation
 from ..methods import MethodContext, create_method
 from .config import ConfigError, TrainConfig
 from .control import TrainerControl
-from .device import amp_supported, autocast_context, select_device
 from .optim import AdamW, lr_factor
 from .preview import RegionError, default_region, normalise_region, predict_region
 from .state import ResumeError, load_training_state, save_training_state
@@ -306,7 +306,7 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------------
     def _load_resume(self) -> nn.Module:
-        from .checkpoint import load_model
+        from ..models.checkpoint import load_model
 
         folder = Path(self.config.resume_from)
         if folder.suffix == ".zip":  # a bioimage.io package made by labelfx: its model folder
@@ -693,7 +693,7 @@ class Trainer:
     def _checkpoint(self, folder: Path, which: str, optimizer: AdamW, scaler: Any, augmenter: Augmenter,
                     val_loss: float | None, best_val: float) -> Update:
         """Write a model folder (weights, config.json, training_state.pt) for ``which`` = best/last."""
-        from .checkpoint import save_model
+        from ..models.checkpoint import save_model
 
         extra = {
             "class_names": list(self.class_names),

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE
+from ..core.device import autocast_context
 from ..data.split import ValidationSplit
-from .device import autocast_context
 
 
 def _logits(out: Any) -> torch.Tensor:

@@ -526,14 +526,14 @@ def derive_item(
     Parameters
     ----------
     image : raw pixels, channels first ``(C, *spatial)``; normalised here with
-        :func:`~napari_labelfx.data.normalize.percentile_normalise` (1 - 99.8 %, robust white point).
+        :func:`~napari_labelfx.core.normalize.percentile_normalise` (1 - 99.8 %, robust white point).
     mask, task, kind, num_classes, params : see :func:`derive_target`.
     seed : run seed; combined with ``name`` so each image has its own stream.
     name : the image's name (its stem).
     raw : the image as stored (e.g. (Y, X, 3)); defaults to ``image`` for grey images.
     """
     # imported here: the data package pulls in torch, which listing and deriving do not need
-    from ..data.normalize import percentile_normalise
+    from ..core.normalize import percentile_normalise
 
     if raw is None:
         raw = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)

@@ -179,7 +179,8 @@ def run_eval(
     """
     import torch
 
-    from ..engine import TrainConfig, select_device
+    from ..core.device import select_device
+    from ..engine import TrainConfig
     from ..engine.factory import make_trainer
     from ..inference import Predictor
 

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_labelfx.engine.checkpoint import CONFIG_FILE, MODEL_FILE, load_model, read_config
 from napari_labelfx.export.standalone_unet import LabelfxUNet
+from napari_labelfx.models.checkpoint import CONFIG_FILE, MODEL_FILE, load_model, read_config
 
 #: Formats ``labelfx export`` writes.
 FORMATS = ("onnx", "torchscript", "bioimageio")

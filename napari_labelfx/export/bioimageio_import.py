@@ -155,8 +155,8 @@ def import_bioimageio(package: str | os.PathLike, out_dir: str | os.PathLike | N
     The imported config.json keeps the training method under ``imported_from`` and clears
     ``method``, so the model can be fine-tuned with any method.
     """
-    from napari_labelfx.engine.checkpoint import CONFIG_FILE, MODEL_FILE, save_model
     from napari_labelfx.models import ModelConfig, build_model
+    from napari_labelfx.models.checkpoint import CONFIG_FILE, MODEL_FILE, save_model
 
     path = Path(package)
     if not path.exists():

@@ -1,6 +1,6 @@
 """Forest model folders: ``forest.npz`` (tree arrays, no pickle) + ``config.json``.
 
-The config has the same shape as a network's (see ``engine/checkpoint.py``): a ``model`` section
+The config has the same shape as a network's (see ``models/checkpoint.py``): a ``model`` section
 (here ``name: "pixel_forest"`` with the filter bank and the sizes), ``class_names``, ``multilabel``,
 ``normalisation`` and training metadata, so every tool that lists or predicts with model folders
 treats both alike.

@@ -18,13 +18,13 @@ MAX_DEVICE_ACCUMULATOR_BYTES = 2 * 2**30
 
 
 def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    """``None`` -> the model's device; otherwise ``engine.device.select_device`` (``"auto"``: CUDA,
+    """``None`` -> the model's device; otherwise ``core.device.select_device`` (``"auto"``: CUDA,
     then MPS, then CPU; an unavailable explicit choice raises its ``DeviceError``, a ValueError)."""
     if device is None:
         param = next(itertools.chain(model.parameters(), model.buffers()), None)
         return param.device if param is not None else torch.device("cpu")
     # imported here: the engine package imports the trainer, which uses this package
-    from napari_labelfx.engine.device import select_device
+    from napari_labelfx.core.device import select_device
 
     return select_device(device)
 

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_labelfx.data.normalize import apply_normalisation, channel_percentiles
-from napari_labelfx.engine.checkpoint import load_model
+from napari_labelfx.core.normalize import apply_normalisation, channel_percentiles
 from napari_labelfx.inference._runtime import channels_last_format, resolve_device
 from napari_labelfx.inference.errors import InferenceError
 from napari_labelfx.inference.labels import probabilities_to_labels
 from napari_labelfx.inference.sliding_window import sliding_window_predict
 from napari_labelfx.inference.streaming import predict_to_zarr
+from napari_labelfx.models.checkpoint import load_model
 
 #: Window size when neither the call nor the model folder names one (2D, 3D).
 DEFAULT_ROI: dict[int, tuple[int, ...]] = {2: (256, 256), 3: (32, 128, 128)}
@@ -135,15 +135,15 @@ class Predictor:
     def from_folder(
         cls, model_dir: str | os.PathLike, device: str | torch.device = "auto", **kwargs: Any
     ) -> Predictor:
-        """Load a model folder (see :func:`~napari_labelfx.engine.checkpoint.load_model`).
+        """Load a model folder (see :func:`~napari_labelfx.models.checkpoint.load_model`).
 
         A folder holding a pixel forest (``forest.npz``) gives a
-        :class:`~napari_labelfx.forest.predictor.ForestPredictor` with the same interface.
+        :class:`~napari_labelfx.inference.forest_predictor.ForestPredictor` with the same interface.
         """
         from napari_labelfx.forest.folder import is_forest_folder
 
         if is_forest_folder(model_dir):
-            from napari_labelfx.forest.predictor import ForestPredictor
+            from napari_labelfx.inference.forest_predictor import ForestPredictor
 
             return ForestPredictor.from_folder(model_dir, device=device, **kwargs)
         model, config = load_model(model_dir, device="cpu")

@@ -45,7 +45,7 @@ from napari_labelfx.io.zarr_io import COMPLETE_ATTR, LABELS_ATTR
 class _Normaliser:
     """Per-channel ``(x - low) / (high - low)`` on a batch of raw tiles (B, C, ...), as float32.
 
-    Same formula as :func:`napari_labelfx.data.normalize.apply_normalisation`; applied per batch so the
+    Same formula as :func:`napari_labelfx.core.normalize.apply_normalisation`; applied per batch so the
     slab stays in its raw dtype (a uint16 slab is half the size of a float32 one).
     """
 

@@ -2,7 +2,7 @@
 
 Every epoch (the trainer's epoch, or every ``epoch_iters`` iterations when set) the method scores the
 current prediction against the INITIAL noisy labels, per class (IoU over the training images), and
-fits the ADELE curve to each class's scores (:mod:`napari_labelfx.engine.early_learning`). From the
+fits the ADELE curve to each class's scores (:mod:`napari_labelfx.methods.early_learning`). From the
 epoch a class's curve has flattened, that class is corrected every epoch: the prediction is
 averaged over TTA views (scales x flips, de-augmented, :mod:`napari_labelfx.tools.tta`), fused with
 agreement weighting (:mod:`napari_labelfx.tools.fusion`), and a known pixel becomes class ``c`` where
@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from ..annotations.kinds import IGNORE_INDEX, TrainingItem
-from ..engine.early_learning import EarlyLearningError, fit_early_learning
 from ..tools.fusion import fuse_probabilities
 from ..tools.tta import all_flips, predict_views, tta_views
 from .base import MethodContext, MethodError
+from .early_learning import EarlyLearningError, fit_early_learning
 from .registry import register_method
 from .supervised import Supervised
 

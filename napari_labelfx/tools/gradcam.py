@@ -247,8 +247,8 @@ def saliency_from_model(
     (n, Y, X) when multi-label), ``probs`` (image-level probabilities of those classes),
     ``thresholds`` and ``multilabel``.
     """
-    from ..data.normalize import percentile_normalise
-    from ..engine.checkpoint import load_model
+    from ..core.normalize import percentile_normalise
+    from ..models.checkpoint import load_model
 
     image = np.asarray(image)
     if image.ndim != 3:

@@ -66,7 +66,7 @@ def prediction_steps(
         chw = pred.to_channels_first(np.asarray(data), axes)
         slicewise = bool(getattr(pred, "is_slicewise", lambda _x: False)(chw))
         if slicewise and hasattr(pred, "normalisation_for"):
-            from ..data.normalize import apply_normalisation
+            from ..core.normalize import apply_normalisation
 
             # one normalisation for the whole volume, as in training
             lo, hi = pred.normalisation_for(chw)

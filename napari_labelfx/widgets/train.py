@@ -644,7 +644,7 @@ class TrainWidget(QWidget):
         """Use a saved model folder for Predict."""
         from napari.utils.notifications import show_error, show_info
 
-        from ..engine.checkpoint import load_model
+        from ..models.checkpoint import load_model
 
         if folder is None:
             from ._export import model_source_dialog

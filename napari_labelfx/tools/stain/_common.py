@@ -63,7 +63,7 @@ def resolve_backend(backend: str, device: Any) -> tuple[str, Any]:
         raise StainError(f"backend must be 'numpy' or 'torch', got {backend!r}")
     if backend == "numpy":
         return backend, None
-    from ...engine.device import select_device
+    from ...core.device import select_device
 
     return backend, select_device("auto" if device is None else device)
 

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from napari_labelfx.engine.device import select_device
+from napari_labelfx.core.device import select_device
 from napari_labelfx.io.atomic import atomic_path
 from napari_labelfx.io.errors import LabelfxIOError
 from napari_labelfx.models import ModelConfig, build_model
@@ -162,7 +162,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     Returns
     -------
     (model, config) : the network in eval mode on ``device`` (``"auto"`` or a name, see
-        ``engine.device.select_device``), and the whole config.json dict.
+        ``core.device.select_device``), and the whole config.json dict.
     """
     path = Path(path)
     if (path / "forest.npz").is_file():

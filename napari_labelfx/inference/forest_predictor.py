@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.normalize import apply_normalisation
-from ..inference.labels import probabilities_to_labels
-from ..inference.predictor import Prediction, Predictor
-from .classifier import PixelForest
-from .features import FilterBank
-from .folder import load_forest
-from .tiles import TILE, predict_region_probabilities
+from ..core.normalize import apply_normalisation
+from ..forest.classifier import PixelForest
+from ..forest.features import FilterBank
+from ..forest.folder import load_forest
+from ..forest.tiles import TILE, predict_region_probabilities
+from .labels import probabilities_to_labels
+from .predictor import Prediction, Predictor
 
 #: Window overlap used when streaming a forest prediction (features need context at window borders).
 STREAM_OVERLAP = 0.5

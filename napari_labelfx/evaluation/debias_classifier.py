@@ -104,8 +104,8 @@ def load_classification_data(
     """
     import cv2
 
-    from ..evaluation.dataset import load_dataset
     from ..tools.skin_tone import estimate_skin_tone
+    from .dataset import load_dataset
 
     ds = load_dataset(dataset)
     images, values, types, names = [], [], [], []
