@@ -32,10 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from napari_labelfx.annotations import LabelKind, TrainingItem  # noqa: E402
-from napari_labelfx.core.device import (
-    autocast_context,  # noqa: E402
-    select_device,  # noqa: E402
-)
+from napari_labelfx.core.device import autocast_context, select_device  # noqa: E402
 from napari_labelfx.engine import TrainConfig, Trainer, UpdateKind  # noqa: E402
 from napari_labelfx.methods import losses  # noqa: E402
 from napari_labelfx.models import build_model  # noqa: E402
