@@ -13,7 +13,7 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from .config import ConfigError, TrainConfig
 from .control import TrainerControl
 from .optim import AdamW, lr_factor
 from .preview import RegionError, default_region, normalise_region, predict_region
+from .run_state import LossWindow, PreviewSchedule, RunState
 from .state import ResumeError, load_training_state, save_training_state
 from .updates import Update, UpdateKind
 from .validation import evaluate_split
@@ -46,9 +47,6 @@ log = logging.getLogger(__name__)
 DEFAULT_NORMALISATION = {"low": 1.0, "high": 99.8, "robust": True}
 #: Floor of the cosine schedule, as a fraction of the base learning rate.
 MIN_LR_FACTOR = 0.01
-#: Timed previews are spaced so that they take at most this share of the training time (a preview
-#: of a large region on a CPU can cost as much as several steps); requested previews are not held back.
-PREVIEW_TIME_SHARE = 0.15
 #: Sleep between checks of a paused control (seconds).
 PAUSE_POLL_S = 0.05
 
@@ -409,8 +407,33 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def _train(self) -> Iterator[Update]:
+        """Between steps: control and new annotations; then a step, reports, validation and previews."""
+        run = self._start_run()
+        yield from self._announce_start(run)
+        total = self.config.iterations
+        reason = "done"
+        while self.iteration < total:
+            stop = self._stop_reason(run)
+            if stop is not None:
+                reason = stop
+                break
+            if self.control.is_paused:
+                yield from self._pause(run)
+                continue
+            yield from self._take_new_items(run)
+            yield from self._optimisation_step(run)
+            progress = self._progress(run)
+            if progress is not None:
+                yield progress
+            if (yield from self._validate(run)):
+                reason = "early-stopping"
+                break
+            yield from self._scheduled_preview(run)
+        yield from self._finish(run, reason)
+
+    def _start_run(self) -> RunState:
+        """Seeds, data, optimiser and method context; the resumed state when there is one."""
         cfg = self.config
-        total = cfg.iterations
         t_start = self._t_start = time.perf_counter()
         self._sampler_rng = np.random.default_rng([cfg.seed, 1])
         augmenter = Augmenter(self.augment_config, 2 if cfg.spatial == "2d" else 3, np.random.default_rng([cfg.seed, 2]))
@@ -422,14 +445,12 @@ class Trainer:
         optimizer = AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self._ctx = ctx = MethodContext(
-            iteration=0, total_iterations=total, num_classes=self.num_classes, multilabel=self.multilabel,
+            iteration=0, total_iterations=cfg.iterations, num_classes=self.num_classes, multilabel=self.multilabel,
             class_names=list(self.class_names), device=self.device, models=self.models,
             epoch_length=self._sampler.epoch_length(cfg.batch_size), items=self._split.train_items,
             log=self._log, predict=self._predict_probs, set_training_items=self._set_training_items,
             emit_result=self._emit_result,
         )
-        best_val = math.inf
-        last_val: float | None = None
         if self._resume_state is not None:
             # the best model is chosen within this run: its validation set may differ from the last run's
             self._restore_state(self._resume_state, optimizer, scaler, augmenter)
@@ -438,161 +459,166 @@ class Trainer:
             self._log("no training_state.pt in the model folder: resuming the weights with a fresh optimizer", "warning")
         ctx.iteration = self.iteration
         ctx.epoch = self.iteration // ctx.epoch_length
-        out_dir = _dir_or_none(cfg.output_dir)
+        return RunState(optimizer=optimizer, scaler=scaler, augmenter=augmenter, ctx=ctx,
+                        out_dir=_dir_or_none(cfg.output_dir), t_start=t_start,
+                        window=LossWindow(t_start), preview=PreviewSchedule.start(cfg.preview_every_s))
+
+    def _announce_start(self, run: RunState) -> Iterator[Update]:
+        total = self.config.iterations
         yield Update(UpdateKind.STARTED, self.iteration, total, {
             "device": str(self.device), "method": self.method.name, "total": total,
             "start_iteration": self.iteration, "amp": self.amp, "model": self.model_config.to_dict(),
             "n_items": len(self.items), "n_train_pixels": self._split.n_train_pixels,
             "n_val_pixels": self._split.n_val_pixels, "validation": self._split.enabled,
-            "epoch_length": ctx.epoch_length,
+            "epoch_length": run.ctx.epoch_length,
         })
-        self.method.on_start(ctx)
+        self.method.on_start(run.ctx)
         yield from self._drain()
         if self.iteration >= total:
             self._log(f"the model already has {self.iteration} iterations (>= {total}): nothing to train", "warning")
             yield from self._drain()
+        # training time and the preview timer start here, after the start-up work
+        run.window.t_start = run.preview.last = time.perf_counter()
 
-        reason = "done"
-        best_state: dict[str, dict[str, torch.Tensor]] | None = None
-        bad_validations = 0
-        acc_loss: torch.Tensor | None = None
-        acc_terms: dict[str, Any] = {}
-        acc_n = 0
-        t_window = time.perf_counter()
-        last_preview = time.perf_counter()  # timed previews start preview_every_s after the start
-        first_preview_due = cfg.preview_every_s > 0  # the first preview follows the first PROGRESS
-        preview_gap = cfg.preview_every_s
-        progress_sent = False
-        while self.iteration < total:
-            # -- between steps: control, new annotations, preview requests
-            if self.control.should_stop:
-                reason = "stopped"
-                break
-            if cfg.time_budget_s is not None and time.perf_counter() - t_start >= cfg.time_budget_s:
-                reason = "time-budget"
-                break
-            if self.control.is_paused:
-                t_pause = time.perf_counter()
-                yield Update(UpdateKind.PAUSED, self.iteration, total, {})
-                while self.control.is_paused and not self.control.should_stop:
-                    self.control.wait_while_paused(PAUSE_POLL_S)
-                    if self._preview_new:  # the person looks elsewhere while paused: show it
-                        upd = self._safe_preview()
-                        yield from [upd] if upd is not None else self._drain()
-                        last_preview = time.perf_counter()
-                t_window += time.perf_counter() - t_pause  # paused time does not count as training time
-                if not self.control.should_stop:
-                    yield Update(UpdateKind.RESUMED, self.iteration, total, {})
-                continue
-            pending, self._pending_items = self._pending_items, None
-            if pending is not None:
-                old_signature = _validation_signature(self._split)
-                if self._apply_items(pending) and _validation_signature(self._split) != old_signature:
-                    best_val, bad_validations = math.inf, 0  # a new validation set: old losses do not compare
-                yield from self._drain()
+    def _stop_reason(self, run: RunState) -> str | None:
+        """``"stopped"`` (control) or ``"time-budget"`` when the run must end before the next step."""
+        if self.control.should_stop:
+            return "stopped"
+        budget = self.config.time_budget_s
+        if budget is not None and time.perf_counter() - run.t_start >= budget:
+            return "time-budget"
+        return None
 
-            # -- one optimisation step
-            lr = self._set_lr(optimizer, self.iteration)
-            loss, terms = self._step(augmenter, optimizer, scaler, ctx)
-            self.iteration += 1
-            ctx.iteration = self.iteration
-            acc_loss = loss if acc_loss is None else acc_loss + loss
-            for k, v in terms.items():
-                v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
-                acc_terms[k] = v if k not in acc_terms else acc_terms[k] + v
-            acc_n += 1
-            self.method.on_iteration(ctx)
-            every = self.method.pseudo_label_every
-            if every > 0 and self.iteration % every == 0:
-                self.method.pseudo_label_step(ctx)
-            if self.iteration % ctx.epoch_length == 0:
-                ctx.epoch += 1
-                self.method.on_epoch_end(ctx)
-                self._emit_result(self.method.result_layers())
-            yield from self._drain()
-
-            # -- reports
-            if self.iteration % cfg.log_every == 0 or self.iteration == total:
-                now = time.perf_counter()
-                mean_loss = float(acc_loss) / acc_n
-                if not math.isfinite(mean_loss):
-                    raise TrainingFailed(
-                        f"the loss became {mean_loss} at iteration {self.iteration}: lower the learning rate "
-                        "or check that the images are normalised"
-                    )
-                losses = {k: float(v) / acc_n for k, v in acc_terms.items()}
-                its = acc_n / max(now - t_window, 1e-9)
-                record = {"kind": "train", "iteration": self.iteration, "loss": mean_loss, "lr": lr,
-                          "its_per_s": its, **{f"loss_{k}": v for k, v in losses.items()}}
-                self.history.append(record)
-                yield Update(UpdateKind.PROGRESS, self.iteration, total, {
-                    "loss": mean_loss, "losses": losses, "lr": lr, "its_per_s": its, "epoch": ctx.epoch,
-                    "elapsed_s": now - t_start, "eta_s": (total - self.iteration) / max(its, 1e-9),
-                })
-                acc_loss, acc_terms, acc_n, t_window = None, {}, 0, now
-                progress_sent = True
-            if self._split.enabled and (self.iteration % cfg.val_every == 0 or self.iteration == total):
-                t_val = time.perf_counter()
-                metrics = evaluate_split(self.model, self._split, self.class_names, self.multilabel,
-                                         self.device, cfg.batch_size, self.amp)
-                improved = metrics["val_loss"] < best_val
-                if improved:
-                    best_val, bad_validations = metrics["val_loss"], 0
-                    best_state = {n: {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
-                                  for n, m in self.models.items()}
-                else:
-                    bad_validations += 1
-                self.history.append({"kind": "val", "iteration": self.iteration, "val_loss": metrics["val_loss"],
-                                     "dice_mean": metrics["dice_mean"], "accuracy": metrics["accuracy"]})
-                yield Update(UpdateKind.VALIDATION, self.iteration, total, {**metrics, "best": improved,
-                                                                             "best_val_loss": best_val})
-                last_val = metrics["val_loss"]
-                if improved and out_dir is not None:
-                    yield self._checkpoint(out_dir / "best", "best", optimizer, scaler, augmenter, last_val, best_val)
-                if out_dir is not None and self.iteration < total:
-                    yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter, last_val, best_val)
-                t_window += time.perf_counter() - t_val  # validation time is not training throughput
-                if cfg.early_stopping and bad_validations >= cfg.early_stopping:
-                    self._log(f"validation loss did not improve for {bad_validations} validations: stopping early")
-                    yield from self._drain()
-                    reason = "early-stopping"
-                    break
-            elif (not self._split.enabled and out_dir is not None and self.iteration % cfg.val_every == 0
-                  and self.iteration < total):
-                yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter, None, best_val)
-            now = time.perf_counter()
-            due = (first_preview_due and progress_sent) or (
-                cfg.preview_every_s > 0 and now - last_preview >= preview_gap)
-            if self._preview_new or due:
-                t_prev = time.perf_counter()
+    def _pause(self, run: RunState) -> Iterator[Update]:
+        """Wait while paused; previews asked for meanwhile are still made."""
+        total = self.config.iterations
+        t_pause = time.perf_counter()
+        yield Update(UpdateKind.PAUSED, self.iteration, total, {})
+        while self.control.is_paused and not self.control.should_stop:
+            self.control.wait_while_paused(PAUSE_POLL_S)
+            if self._preview_new:  # the person looks elsewhere while paused: show it
                 upd = self._safe_preview()
-                first_preview_due = False
-                last_preview = time.perf_counter()
-                t_window += last_preview - t_prev
-                preview_gap = max(cfg.preview_every_s, (last_preview - t_prev) / PREVIEW_TIME_SHARE)
-                if upd is not None:
-                    yield upd
-                yield from self._drain()
+                yield from [upd] if upd is not None else self._drain()
+                run.preview.last = time.perf_counter()
+        run.window.exclude(time.perf_counter() - t_pause)  # paused time does not count as training time
+        if not self.control.should_stop:
+            yield Update(UpdateKind.RESUMED, self.iteration, total, {})
 
-        # -- the end: last model, then the best one becomes the inference network
+    def _take_new_items(self, run: RunState) -> Iterator[Update]:
+        """Swap in annotations sent with ``set_items`` since the last step."""
+        pending, self._pending_items = self._pending_items, None
+        if pending is None:
+            return
+        old_signature = _validation_signature(self._split)
+        if self._apply_items(pending) and _validation_signature(self._split) != old_signature:
+            run.best.reset()
+        yield from self._drain()
+
+    def _optimisation_step(self, run: RunState) -> Iterator[Update]:
+        """One step, then the method's per-iteration, pseudo-label and end-of-epoch hooks."""
+        ctx = run.ctx
+        run.lr = self._set_lr(run.optimizer, self.iteration)
+        loss, terms = self._step(run.augmenter, run.optimizer, run.scaler, ctx)
+        self.iteration += 1
+        ctx.iteration = self.iteration
+        run.window.add(loss, terms)
+        self.method.on_iteration(ctx)
+        every = self.method.pseudo_label_every
+        if every > 0 and self.iteration % every == 0:
+            self.method.pseudo_label_step(ctx)
+        if self.iteration % ctx.epoch_length == 0:
+            ctx.epoch += 1
+            self.method.on_epoch_end(ctx)
+            self._emit_result(self.method.result_layers())
+        yield from self._drain()
+
+    def _progress(self, run: RunState) -> Update | None:
+        """A PROGRESS update every ``log_every`` iterations and at the last one; a non-finite loss fails."""
+        cfg = self.config
+        if not (self.iteration % cfg.log_every == 0 or self.iteration == cfg.iterations):
+            return None
+        now = time.perf_counter()
+        mean_loss, losses, its = run.window.close(now)
+        if not math.isfinite(mean_loss):
+            raise TrainingFailed(
+                f"the loss became {mean_loss} at iteration {self.iteration}: lower the learning rate "
+                "or check that the images are normalised"
+            )
+        lr = run.lr
+        self.history.append({"kind": "train", "iteration": self.iteration, "loss": mean_loss, "lr": lr,
+                             "its_per_s": its, **{f"loss_{k}": v for k, v in losses.items()}})
+        run.progress_sent = True
+        return Update(UpdateKind.PROGRESS, self.iteration, cfg.iterations, {
+            "loss": mean_loss, "losses": losses, "lr": lr, "its_per_s": its, "epoch": run.ctx.epoch,
+            "elapsed_s": now - run.t_start, "eta_s": (cfg.iterations - self.iteration) / max(its, 1e-9),
+        })
+
+    def _validate(self, run: RunState) -> Generator[Update, None, bool]:
+        """Validation and checkpoints every ``val_every`` iterations; returns True to stop early."""
+        cfg = self.config
+        total = cfg.iterations
+        due = self.iteration % cfg.val_every == 0 or self.iteration == total
+        if not self._split.enabled:  # no validation set: the last model is still saved now and then
+            if run.out_dir is not None and self.iteration % cfg.val_every == 0 and self.iteration < total:
+                yield self._save(run, "last", None)
+            return False
+        if not due:
+            return False
+        t_val = time.perf_counter()
+        metrics = evaluate_split(self.model, self._split, self.class_names, self.multilabel,
+                                 self.device, cfg.batch_size, self.amp)
+        improved = run.best.record(metrics["val_loss"], self.models)
+        self.history.append({"kind": "val", "iteration": self.iteration, "val_loss": metrics["val_loss"],
+                             "dice_mean": metrics["dice_mean"], "accuracy": metrics["accuracy"]})
+        yield Update(UpdateKind.VALIDATION, self.iteration, total, {**metrics, "best": improved,
+                                                                     "best_val_loss": run.best.best_val})
+        if improved and run.out_dir is not None:
+            yield self._save(run, "best", run.best.last_val)
+        if run.out_dir is not None and self.iteration < total:
+            yield self._save(run, "last", run.best.last_val)
+        run.window.exclude(time.perf_counter() - t_val)  # validation time is not training throughput
+        bad = run.best.bad_validations
+        if cfg.early_stopping and bad >= cfg.early_stopping:
+            self._log(f"validation loss did not improve for {bad} validations: stopping early")
+            yield from self._drain()
+            return True
+        return False
+
+    def _scheduled_preview(self, run: RunState) -> Iterator[Update]:
+        """A preview when one was requested or the schedule says one is due."""
+        if not (self._preview_new or run.preview.due(time.perf_counter(), run.progress_sent)):
+            return
+        t_prev = time.perf_counter()
+        upd = self._safe_preview()
+        t_done = time.perf_counter()
+        run.preview.done(t_prev, t_done)
+        run.window.exclude(t_done - t_prev)
+        if upd is not None:
+            yield upd
+        yield from self._drain()
+
+    def _save(self, run: RunState, which: str, val_loss: float | None) -> Update:
+        assert run.out_dir is not None
+        return self._checkpoint(run.out_dir / which, which, run.optimizer, run.scaler, run.augmenter, val_loss,
+                                run.best.best_val)
+
+    def _finish(self, run: RunState, reason: str) -> Iterator[Update]:
+        """The last model is saved, then the best one becomes the inference network; FINISHED."""
         last_dir = best_dir = None
-        if out_dir is not None:
-            yield self._checkpoint(out_dir / "last", "last", optimizer, scaler, augmenter, last_val, best_val)
-            last_dir = best_dir = out_dir / "last"
-            if best_state is not None and (out_dir / "best").is_dir():
-                best_dir = out_dir / "best"
-        if best_state is not None:
-            for name, state in best_state.items():
-                self.models[name].load_state_dict(state)
+        if run.out_dir is not None:
+            yield self._save(run, "last", run.best.last_val)
+            last_dir = best_dir = run.out_dir / "last"
+            if run.best.state is not None and (run.out_dir / "best").is_dir():
+                best_dir = run.out_dir / "best"
+        run.best.restore(self.models)
         self._emit_result(self.method.result_layers())
         yield from self._drain()
-        self.result = TrainResult(best_dir, last_dir, self.history, reason, self.iteration,
-                                  best_val if math.isfinite(best_val) else None)
-        yield Update(UpdateKind.FINISHED, self.iteration, total, {
+        self.result = TrainResult(best_dir, last_dir, self.history, reason, self.iteration, run.best.best_or_none)
+        yield Update(UpdateKind.FINISHED, self.iteration, self.config.iterations, {
             "best_path": None if best_dir is None else str(best_dir),
             "last_path": None if last_dir is None else str(last_dir),
             "reason": reason, "best_val_loss": self.result.best_val_loss,
-            "seconds": time.perf_counter() - t_start, "history": list(self.history),
+            "seconds": time.perf_counter() - run.t_start, "history": list(self.history),
         })
 
     def _step(self, augmenter: Augmenter, optimizer: AdamW, scaler: Any,
