@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     training failure returns 1.
     """
     from ..engine import TrainingFailed
-    from ..evaluation.harness import run_eval
+    from ..evaluation.harness import RunSpec, evaluate
 
     try:
         if args.out is not None:  # fail before the run, not after minutes of training
@@ -83,13 +83,15 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:  # tqdm is a dependency, but progress is optional
             pass
         try:
-            report = run_eval(
+            spec = RunSpec(
                 args.dataset, args.method, strong=args.strong, others=args.others, test=args.test, seed=args.seed,
                 iters=args.iters, device=args.device, out=args.out, preset=args.preset, patch=args.patch,
-                batch=args.batch, scale=args.scale, augment=parse_key_values(getattr(args, "augment", []) or [], "--augment"),
+                batch=args.batch, scale=args.scale,
+                augment=parse_key_values(getattr(args, "augment", []) or [], "--augment"),
                 instance_split=getattr(args, "instance_split", "none"), max_dets=getattr(args, "max_dets", 1000),
-                progress=bar, time_budget=getattr(args, "time_budget", None), **params,
+                time_budget=getattr(args, "time_budget", None), method_params=params,
             )
+            report = evaluate(spec, progress=bar)
         finally:
             if bar is not None:
                 bar.close()

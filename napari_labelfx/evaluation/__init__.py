@@ -4,7 +4,7 @@ Importing this package does not import torch; :func:`run_eval` does when called.
 """
 from .dataset import DatasetError, EvalDataset, Sample, load_dataset, read_array
 from .derive import DERIVED_KINDS, DeriveError, DeriveParams, KindSpec, derive_item, derive_target, parse_kind
-from .harness import DEFAULT_ITERATIONS, EvalError, run_eval, write_json
+from .harness import DEFAULT_ITERATIONS, EvalError, RunSpec, evaluate, run_eval, write_json
 from .split import Split, SplitError, default_test_size, make_split
 
 __all__ = [
@@ -17,11 +17,13 @@ __all__ = [
     "EvalError",
     "KindSpec",
     "Sample",
+    "RunSpec",
     "Split",
     "SplitError",
     "default_test_size",
     "derive_item",
     "derive_target",
+    "evaluate",
     "load_dataset",
     "make_split",
     "parse_kind",

@@ -15,6 +15,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,33 @@ def prepare_eval(
     return ds, split, samples, items, class_names, derive_seconds
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """One evaluation run: what to train on which split, and how to score it (see :func:`run_eval`)."""
+
+    dataset: str | os.PathLike | EvalDataset
+    method: str
+    strong: int = 3
+    others: str = "none"
+    test: int | None = None
+    seed: int = 0
+    iters: int | None = None
+    device: str = "auto"
+    out: str | os.PathLike | None = None
+    preset: str = "small"
+    patch: int | None = None
+    batch: int | None = None
+    scale: float = 1.0
+    augment: dict[str, Any] | None = None
+    instance_split: str = "none"
+    min_size: int | None = None
+    max_dets: int = 1000
+    derive_params: DeriveParams | None = None
+    model_dir: str | os.PathLike | None = None
+    time_budget: float | None = None
+    method_params: dict[str, Any] = field(default_factory=dict)
+
+
 def run_eval(
     dataset: str | os.PathLike | EvalDataset,
     method: str,
@@ -177,59 +205,38 @@ def run_eval(
     (for ``noisy-*`` labels also ``metrics["training_labels"]``: AP/AR of the training labels against
     the truth, initial and, for label-correcting methods, corrected).
     """
+    spec = RunSpec(dataset, method, strong=strong, others=others, test=test, seed=seed, iters=iters,
+                   device=device, out=out, preset=preset, patch=patch, batch=batch, scale=scale, augment=augment,
+                   instance_split=instance_split, min_size=min_size, max_dets=max_dets,
+                   derive_params=derive_params, model_dir=model_dir, time_budget=time_budget,
+                   method_params=dict(method_params))
+    return evaluate(spec, progress=progress)
+
+
+def evaluate(spec: RunSpec, progress: Any = None) -> dict:
+    """Run ``spec``: derive the training labels, train, predict the test images, score; the report dict.
+
+    ``progress`` is a tqdm-like object for training. See :func:`run_eval` for the meaning of each field.
+    """
     import torch
 
     from ..core.device import select_device
-    from ..engine import TrainConfig
     from ..engine.factory import make_trainer
     from ..inference import Predictor
 
     t_start = time.perf_counter()
     ds, split, samples, items, class_names, derive_seconds = prepare_eval(
-        dataset, strong=strong, others=others, test=test, seed=seed, scale=scale, derive_params=derive_params,
+        spec.dataset, strong=spec.strong, others=spec.others, test=spec.test, seed=spec.seed, scale=spec.scale,
+        derive_params=spec.derive_params,
     )
-    others_spec = parse_kind(others)
-    scale = float(scale)
+    scale = float(spec.scale)
     spatial_ndim = len(next(iter(samples.values())).spatial_shape) if samples else 2
-
-    # -- training ------------------------------------------------------------------------------------
-    if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget > 0):
-        raise EvalError(f"time budget must be a positive number of seconds, got {time_budget!r}")
-    iterations = int(iters) if iters is not None else (BUDGET_ITERATION_CAP if time_budget else DEFAULT_ITERATIONS)
-    if iterations < 1:
-        raise EvalError(f"iters must be >= 1, got {iters}")
-    if patch is not None:
-        if int(patch) < 4:
-            raise EvalError(f"patch must be >= 4 pixels, got {patch}")
-        patch_size = (int(patch),) * spatial_ndim
-    else:
-        patch_size = DEFAULT_PATCH[spatial_ndim]
-    resolved_device = select_device(device)
-    tmp = None if model_dir is not None else tempfile.TemporaryDirectory(prefix="labelfx-eval-")
+    resolved_device = select_device(spec.device)
+    tmp = None if spec.model_dir is not None else tempfile.TemporaryDirectory(prefix="labelfx-eval-")
     try:
-        train_dir = Path(model_dir) if model_dir is not None else Path(tmp.name)
-        cfg_kwargs: dict[str, Any] = dict(
-            method=method, preset=preset, spatial="2d" if spatial_ndim == 2 else "3d",
-            iterations=iterations, patch_size=patch_size, device=str(resolved_device), seed=int(seed),
-            preview_every_s=0.0, output_dir=str(train_dir), method_params=dict(method_params),
-            val_every=BUDGET_VAL_EVERY if time_budget else max(iterations // 5, 1),
-            log_every=10 if time_budget else max(min(iterations // 20, 50), 1),
-            time_budget_s=None if time_budget is None else float(time_budget),
-        )
-        if batch is not None:
-            cfg_kwargs["batch_size"] = int(batch)
-        if augment:
-            from dataclasses import fields
-
-            from ..data.augment import AugmentConfig
-
-            known = {f.name for f in fields(AugmentConfig)}
-            unknown = sorted(set(augment) - known)
-            if unknown:
-                raise EvalError(f"unknown augmentation switch(es) {unknown}; known: {sorted(known)}")
-            cfg_kwargs["augment"] = dict(augment)
-        config = TrainConfig(**cfg_kwargs)
-        torch.manual_seed(int(seed))
+        train_dir = Path(spec.model_dir) if spec.model_dir is not None else Path(tmp.name)
+        config = _train_config(spec, spatial_ndim, str(resolved_device), train_dir)
+        torch.manual_seed(int(spec.seed))
         t0 = time.perf_counter()
         trainer = make_trainer(config, items, class_names, multilabel=ds.multilabel)
         result = trainer.run(progress=progress)
@@ -242,65 +249,104 @@ def run_eval(
         t0 = time.perf_counter()
         predictor = Predictor.from_folder(folder, device=str(resolved_device))
         metrics, per_image, min_size, min_distance = score_predictor(
-            ds, split, samples, items, predictor, scale=scale, instance_split=instance_split, min_size=min_size,
-            max_dets=max_dets,
+            ds, split, samples, items, predictor, scale=scale, instance_split=spec.instance_split,
+            min_size=spec.min_size, max_dets=spec.max_dets,
         )
         predict_seconds = time.perf_counter() - t0
-        training_labels = None
-        if ds.task == "instance" and split.others and str(others_spec).startswith("noisy"):
+        if ds.task == "instance" and split.others and str(parse_kind(spec.others)).startswith("noisy"):
             # how good the labels the network trained on were (and, for label-correcting methods,
             # became): scored against the true masks of the same training images, at training scale
-            training_labels = _score_training_labels(
-                getattr(trainer, "method", None), items, split, samples, instance_split,
+            metrics["training_labels"] = _score_training_labels(
+                getattr(trainer, "method", None), items, split, samples, spec.instance_split,
                 min_size=max(1, int(round(min_size * scale**spatial_ndim))),
-                min_distance=max(int(round(min_distance * scale)), 1), max_dets=max_dets,
+                min_distance=max(int(round(min_distance * scale)), 1), max_dets=spec.max_dets,
             )
     finally:
         if tmp is not None:
             tmp.cleanup()
 
-    if training_labels is not None:
-        metrics["training_labels"] = training_labels
-    report = {
-        "method": method,
+    seconds = {"total": time.perf_counter() - t_start, "derive": derive_seconds, "train": train_seconds,
+               "predict_and_score": predict_seconds}
+    report = _json_safe(_report(spec, ds, split, class_names, config, result, trainer, str(resolved_device),
+                                seconds, metrics, per_image))
+    if spec.out is not None:
+        write_json(spec.out, report)
+    return report
+
+
+def _train_config(spec: RunSpec, spatial_ndim: int, device: str, train_dir: Path) -> Any:
+    """The engine's ``TrainConfig`` for ``spec``; bad options are an :class:`EvalError`."""
+    from ..engine import TrainConfig
+
+    budget = spec.time_budget
+    if budget is not None and not (isinstance(budget, (int, float)) and budget > 0):
+        raise EvalError(f"time budget must be a positive number of seconds, got {budget!r}")
+    iters = spec.iters
+    iterations = int(iters) if iters is not None else (BUDGET_ITERATION_CAP if budget else DEFAULT_ITERATIONS)
+    if iterations < 1:
+        raise EvalError(f"iters must be >= 1, got {iters}")
+    if spec.patch is not None:
+        if int(spec.patch) < 4:
+            raise EvalError(f"patch must be >= 4 pixels, got {spec.patch}")
+        patch_size = (int(spec.patch),) * spatial_ndim
+    else:
+        patch_size = DEFAULT_PATCH[spatial_ndim]
+    cfg_kwargs: dict[str, Any] = dict(
+        method=spec.method, preset=spec.preset, spatial="2d" if spatial_ndim == 2 else "3d",
+        iterations=iterations, patch_size=patch_size, device=device, seed=int(spec.seed),
+        preview_every_s=0.0, output_dir=str(train_dir), method_params=dict(spec.method_params),
+        val_every=BUDGET_VAL_EVERY if budget else max(iterations // 5, 1),
+        log_every=10 if budget else max(min(iterations // 20, 50), 1),
+        time_budget_s=None if budget is None else float(budget),
+    )
+    if spec.batch is not None:
+        cfg_kwargs["batch_size"] = int(spec.batch)
+    if spec.augment:
+        from ..data.augment import AugmentConfig
+
+        known = {f.name for f in fields(AugmentConfig)}
+        unknown = sorted(set(spec.augment) - known)
+        if unknown:
+            raise EvalError(f"unknown augmentation switch(es) {unknown}; known: {sorted(known)}")
+        cfg_kwargs["augment"] = dict(spec.augment)
+    return TrainConfig(**cfg_kwargs)
+
+
+def _report(spec: RunSpec, ds: EvalDataset, split: Any, class_names: list[str], config: Any, result: Any,
+            trainer: Any, device: str, seconds: dict[str, float], metrics: dict[str, Any],
+            per_image: Any) -> dict[str, Any]:
+    """The report of a finished run."""
+    report: dict[str, Any] = {
+        "method": spec.method,
         "dataset": str(ds.root),
         "task": ds.task,
         "classes": class_names,
-        "seed": int(seed),
-        "others": str(others_spec),
+        "seed": int(spec.seed),
+        "others": str(parse_kind(spec.others)),
         "split": {"sizes": split.sizes(), "strong": split.strong, "others": split.others, "test": split.test},
         "iterations": int(result.iterations),
-        "iterations_requested": iterations,
-        "time_budget_s": time_budget,
+        "iterations_requested": int(config.iterations),
+        "time_budget_s": spec.time_budget,
         "stopped_reason": result.stopped_reason,
         # the test images are predicted with the best checkpoint by validation loss: say which one
         "validation": [{"iteration": int(r["iteration"]), "val_loss": r["val_loss"]}
                        for r in result.history if r.get("kind") == "val"],
         "best_iteration": _best_iteration(result.history),
-        "preset": preset,
-        "patch_size": list(patch_size),
+        "preset": spec.preset,
+        "patch_size": list(config.patch_size),
         "batch_size": int(config.batch_size),
-        "scale": scale,
+        "scale": float(spec.scale),
         "augment": dict(config.augment),
-        "method_params": dict(method_params),
-        "device": str(resolved_device),
-        "seconds": {
-            "total": time.perf_counter() - t_start,
-            "derive": derive_seconds,
-            "train": train_seconds,
-            "predict_and_score": predict_seconds,
-        },
+        "method_params": dict(spec.method_params),
+        "device": device,
+        "seconds": seconds,
         "metrics": metrics,
         "per_image": per_image,
     }
     if hasattr(trainer, "snapshot"):  # the default path: which learner was scored, and why
         report["auto"] = trainer.snapshot()
         report["auto"].update({"scale": trainer.scale, "diameter": trainer.diameter})
-    report = _json_safe(report)
-    if out is not None:
-        write_json(out, report)
     return report
-
 
 
 def score_predictor(
