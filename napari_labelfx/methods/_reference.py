@@ -274,6 +274,53 @@ def _layout(r: torch.Tensor, member: torch.Tensor, g: int) -> _PoolLayout:
     )
 
 
+def _exclude_far_classes(sim: torch.Tensor, block_max: torch.Tensor, smax: torch.Tensor, delta: torch.Tensor,
+                         present: torch.Tensor, lay: _PoolLayout, kk: int) -> None:
+    """Set ``delta[i, j] = 1`` where at least ``kk`` references are closer to query i than class j's nearest.
+
+    ``sim`` (n_q, Np) similarities of one chunk, ``block_max`` (n_q, n_sub) their sub-block maxima,
+    ``smax`` (n_q, c) each class's nearest similarity. Bounds from sub-block maxima (and minima, when many
+    pairs stay open) settle most pairs; the rest are counted exactly.
+    """
+    n_q, c = smax.shape
+    n_sub = block_max.shape[1]
+    g = sim.shape[1] // n_sub
+    # delta_j counts iff fewer than k references are strictly closer than class j's nearest.
+    # Every reference of a sub-block whose maximum exceeds that similarity may be closer: the
+    # sum of such sub-blocks' sizes bounds the count from above.
+    # First the farthest present class of each row: when even its bound stays below k, every
+    # class of the row is among the k nearest (the usual case for k above ~half the pool).
+    far = torch.where(present, smax, torch.full_like(smax, 2.0)).amin(dim=1, keepdim=True)
+    open_rows = torch.nonzero((block_max > far).float() @ lay.block_sizes >= kk).flatten()
+    sub_max = block_max.index_select(0, open_rows)
+    sub_min = None
+    for j in range(c):
+        if not bool(present[j]) or open_rows.numel() == 0:
+            continue
+        thr = smax.index_select(0, open_rows)[:, j:j + 1]
+        undecided = (sub_max > thr).float() @ lay.block_sizes >= kk
+        n_open = int(undecided.sum())
+        if n_open == 0:
+            continue
+        if n_open > n_q // 16:
+            # many open pairs: a lower bound settles most of them for one more pass. Every
+            # reference of a sub-block whose minimum exceeds the similarity is closer (padding
+            # has similarity 0 and only lowers a minimum, so the bound stays safe).
+            if sub_min is None:
+                sub_min = sim.view(n_q, n_sub, g).amin(dim=2).index_select(0, open_rows)
+            surely_out = (sub_min > thr).float() @ lay.block_sizes >= kk
+            delta[open_rows[surely_out], j] = 1.0
+            undecided &= ~surely_out
+        rows = open_rows[undecided]
+        if rows.numel() > n_q // 2:  # mostly undecided: count in place, copying no rows
+            closer = torch.gt(sim, smax[:, j:j + 1]).view(torch.uint8).sum(dim=1, dtype=torch.int32)
+            delta[rows[closer.index_select(0, rows) >= kk], j] = 1.0
+        elif rows.numel():
+            closer = torch.gt(sim.index_select(0, rows), smax.index_select(0, rows)[:, j:j + 1])
+            closer = closer.view(torch.uint8).sum(dim=1, dtype=torch.int32)
+            delta[rows[closer >= kk], j] = 1.0
+
+
 @torch.no_grad()
 def nearest_reference(
     queries: torch.Tensor,
@@ -340,40 +387,7 @@ def nearest_reference(
                 smax[:, j] = group_max.index_select(1, class_groups[j]).amax(dim=1)
         delta = 1.0 - smax
         if kk < n_refs:
-            # delta_j counts iff fewer than k references are strictly closer than class j's nearest.
-            # Every reference of a sub-block whose maximum exceeds that similarity may be closer: the
-            # sum of such sub-blocks' sizes bounds the count from above.
-            # First the farthest present class of each row: when even its bound stays below k, every
-            # class of the row is among the k nearest (the usual case for k above ~half the pool).
-            far = torch.where(present, smax, torch.full_like(smax, 2.0)).amin(dim=1, keepdim=True)
-            open_rows = torch.nonzero((block_max > far).float() @ lay.block_sizes >= kk).flatten()
-            sub_max = block_max.index_select(0, open_rows)
-            sub_min = None
-            for j in range(c):
-                if not bool(present[j]) or open_rows.numel() == 0:
-                    continue
-                thr = smax.index_select(0, open_rows)[:, j:j + 1]
-                undecided = (sub_max > thr).float() @ lay.block_sizes >= kk
-                n_open = int(undecided.sum())
-                if n_open == 0:
-                    continue
-                if n_open > q.shape[0] // 16:
-                    # many open pairs: a lower bound settles most of them for one more pass. Every
-                    # reference of a sub-block whose minimum exceeds the similarity is closer (padding
-                    # has similarity 0 and only lowers a minimum, so the bound stays safe).
-                    if sub_min is None:
-                        sub_min = sim.view(q.shape[0], n_sub, g).amin(dim=2).index_select(0, open_rows)
-                    surely_out = (sub_min > thr).float() @ lay.block_sizes >= kk
-                    delta[open_rows[surely_out], j] = 1.0
-                    undecided &= ~surely_out
-                rows = open_rows[undecided]
-                if rows.numel() > q.shape[0] // 2:  # mostly undecided: count in place, copying no rows
-                    closer = torch.gt(sim, smax[:, j:j + 1]).view(torch.uint8).sum(dim=1, dtype=torch.int32)
-                    delta[rows[closer.index_select(0, rows) >= kk], j] = 1.0
-                elif rows.numel():
-                    closer = torch.gt(sim.index_select(0, rows), smax.index_select(0, rows)[:, j:j + 1])
-                    closer = closer.view(torch.uint8).sum(dim=1, dtype=torch.int32)
-                    delta[rows[closer >= kk], j] = 1.0
+            _exclude_far_classes(sim, block_max, smax, delta, present, lay, kk)
         delta[:, ~present] = 1.0
         best = group_max.argmax(dim=1)  # first maximum: the earliest group on ties
         nearest.append(lay.first_index[best])
