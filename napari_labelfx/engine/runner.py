@@ -4,9 +4,12 @@ The GUI (or CLI) talks to a :class:`TrainingRunner`: ``start()``, ``poll()`` for
 ``resume()``, ``stop()``, ``send_items()`` for new annotations and ``request_preview()`` for what the
 person is looking at. Three modes share one worker function:
 
-* ``"process"`` (default): a spawned process. On few cores the GIL makes a training thread compete with
-  napari's event loop; a process keeps the viewer responsive (measured in ``benchmarks/ui_stall.py``).
-* ``"thread"``: a daemon thread, cheaper to start; used by tests and where spawning is not possible.
+* ``"process"`` (``TrainingRunner``'s default): a spawned process. On few cores the GIL makes a training
+  thread compete with napari's event loop; a process keeps the viewer responsive (measured in
+  ``benchmarks/ui_stall.py``). The worker imports the method registry afresh, so only methods registered
+  by importing ``napari_labelfx.methods`` exist there.
+* ``"thread"``: a daemon thread, cheaper to start (no spawn, no model copy); the Train panel's default
+  (its runner menu offers ``process``), and what tests use.
 * ``"sync"``: the worker runs inside ``start()``; for tests and scripts that want deterministic order.
 
 Every message is a plain :class:`~napari_labelfx.engine.updates.Update`; a crash of the worker, even a
