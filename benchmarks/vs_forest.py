@@ -41,7 +41,9 @@ def _case(args: argparse.Namespace) -> dict[str, Any]:
     from napari_labelfx.evaluation.harness import prepare_eval, score_predictor, write_json
     from napari_labelfx.inference import Predictor
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    # One torch thread: on a shared 2-core machine two OpenMP threads collapse whenever another process
+    # runs (measured 1.7 s against 0.5 s per step with a niced test job beside it); see docs/benchmarks.md
+    torch.set_num_threads(args.threads)
     strong, others = (args.strong, "none") if args.labels == "strong" else (0, "scribble")
     ds, split, samples, items, class_names, _ = prepare_eval(args.dataset, strong=strong, others=others, seed=args.seed)
     nd = len(next(iter(samples.values())).spatial_shape)
@@ -50,6 +52,7 @@ def _case(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": str(ds.root), "labels": args.labels, "strong": strong, "others": others, "seed": args.seed,
         "budget_s": args.budget, "snapshots_s": args.snapshots, "task": ds.task,
         "split": split.sizes(), "load_start": os.getloadavg(), "cpu_count": os.cpu_count(),
+        "torch_threads": args.threads,
     }
 
     scored: dict[str, dict[str, Any]] = {}
@@ -174,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=600.0)
     p.add_argument("--snapshots", type=lambda s: [float(x) for x in s.split(",")], default=[30.0, 120.0, 600.0])
     p.add_argument("--val-every", type=int, default=25, help="network iterations between comparisons (25)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the network (1)")
     p.add_argument("--watershed", action="store_true", help="instance sets: split touching objects (watershed)")
     p.add_argument("--out")
     p.add_argument("--table", nargs="+", help="JSON files of earlier cases: print a Markdown table")
