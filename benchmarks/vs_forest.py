@@ -52,7 +52,7 @@ def _case(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": str(ds.root), "labels": args.labels, "strong": strong, "others": others, "seed": args.seed,
         "budget_s": args.budget, "snapshots_s": args.snapshots, "task": ds.task,
         "split": split.sizes(), "load_start": os.getloadavg(), "cpu_count": os.cpu_count(),
-        "torch_threads": args.threads,
+        "torch_threads": args.threads, "auto_params": dict(args.param),
     }
 
     scored: dict[str, dict[str, Any]] = {}
@@ -79,6 +79,7 @@ def _case(args: argparse.Namespace) -> dict[str, Any]:
 
         # -- 2. the default path, snapshots on the training clock
         auto = make_trainer(TrainConfig(method="auto", output_dir=str(tmp / "auto"), iterations=10_000_000,
+                                        method_params=dict(args.param),
                                         time_budget_s=float(args.budget), val_every=args.val_every, log_every=10,
                                         **base), items, class_names, multilabel=ds.multilabel)
         pending = sorted(args.snapshots)
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snapshots", type=lambda s: [float(x) for x in s.split(",")], default=[30.0, 120.0, 600.0])
     p.add_argument("--val-every", type=int, default=25, help="network iterations between comparisons (25)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the network (1)")
+    p.add_argument("--param", action="append", default=[], type=lambda kv: (kv.split("=", 1)[0], json.loads(kv.split("=", 1)[1])),
+                   metavar="KEY=VALUE", help="parameter of the default path (JSON value), repeatable")
     p.add_argument("--watershed", action="store_true", help="instance sets: split touching objects (watershed)")
     p.add_argument("--out")
     p.add_argument("--table", nargs="+", help="JSON files of earlier cases: print a Markdown table")

@@ -44,6 +44,7 @@ AUTO_DEFAULTS: dict[str, Any] = {
     "pseudo_labels": True,
     "pseudo_threshold": 0.8,
     "pseudo_max_pixels": 6_000_000,
+    "compare_block": 32,
 }
 AUTO_IMPORTANT: tuple[str, ...] = ("network", "scale", "pseudo_labels")
 #: Working scales are rounded to multiples of this (fewer distinct model shapes, readable configs).
@@ -254,7 +255,7 @@ class AutoTrainer:
         nd = items[0].image.ndim - 1 if cfg.spatial == "3d" else 2
         patch = tuple(int(round(p / self.scale)) for p in cfg.patch_size)
         self.net_split = split_validation(items, cfg.val_fraction, patch, cfg.spatial, self.multilabel,
-                                          block=cfg.val_block, seed=cfg.seed)
+                                          block=self._compare_block(), seed=cfg.seed)
         # both learners are scored on the same held-out pixels
         self.forest_val = forest_validation(self.forest.forest, self.net_split, self.forest.cache,
                                             self.class_names, self.multilabel) if self.net_split.enabled else None
@@ -272,6 +273,13 @@ class AutoTrainer:
         info = {"scale": self.scale, "diameter": self.diameter, "patch_size": list(net_cfg.patch_size),
                 "pseudo_labelled_items": len(probs)}
         return net_cfg, net_items, info
+
+    def _compare_block(self) -> int:
+        """Edge of the held-out blocks both learners are scored on (larger: farther from training strokes)."""
+        block = self.params["compare_block"]
+        if isinstance(block, bool) or not isinstance(block, int) or block < 4:
+            raise ConfigError(f"auto parameter compare_block must be an integer >= 4 pixels, got {block!r}")
+        return block
 
     def _evaluate_network(self) -> Update | None:
         assert self.net is not None and self.net_split is not None
@@ -344,7 +352,7 @@ class AutoTrainer:
         if self.net is not None:
             probs = self._forest_probabilities(checked)
             self.net_split = split_validation(checked, self.config.val_fraction, self.net.config.patch_size,
-                                              self.config.spatial, self.multilabel, block=self.config.val_block,
+                                              self.config.spatial, self.multilabel, block=self._compare_block(),
                                               seed=self.config.seed)
             self.forest_val = forest_validation(self.forest.forest, self.net_split, self.forest.cache,
                                                 self.class_names, self.multilabel) if self.net_split.enabled else None
