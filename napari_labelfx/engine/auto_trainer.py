@@ -44,7 +44,7 @@ AUTO_DEFAULTS: dict[str, Any] = {
     "pseudo_labels": True,
     "pseudo_threshold": 0.8,
     "pseudo_max_pixels": 6_000_000,
-    "compare_block": 32,
+    "compare_block": 0,
 }
 AUTO_IMPORTANT: tuple[str, ...] = ("network", "scale", "pseudo_labels")
 #: Working scales are rounded to multiples of this (fewer distinct model shapes, readable configs).
@@ -277,9 +277,9 @@ class AutoTrainer:
     def _compare_block(self) -> int:
         """Edge of the held-out blocks both learners are scored on (larger: farther from training strokes)."""
         block = self.params["compare_block"]
-        if isinstance(block, bool) or not isinstance(block, int) or block < 4:
-            raise ConfigError(f"auto parameter compare_block must be an integer >= 4 pixels, got {block!r}")
-        return block
+        if isinstance(block, bool) or not isinstance(block, int) or (block != 0 and block < 4):
+            raise ConfigError(f"auto parameter compare_block must be 0 (val_block) or >= 4 pixels, got {block!r}")
+        return block or self.config.val_block
 
     def _evaluate_network(self) -> Update | None:
         assert self.net is not None and self.net_split is not None
