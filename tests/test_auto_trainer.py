@@ -51,6 +51,11 @@ def test_object_size_gives_the_working_scale():
     d = object_diameter([mask])
     assert d == pytest.approx(40, rel=0.05)
     assert working_scale(d, target=24, min_scale=0.25) == 0.625
+    fragments = mask.copy()
+    fragments[::7, ::7] = True  # many one-pixel specks (below min_area) and a few small blobs
+    for y in range(5, 195, 12):
+        fragments[y:y + 4, 190:194] = True
+    assert object_diameter([fragments]) == pytest.approx(40, rel=0.1)  # the big objects still set the size
     assert working_scale(400, target=24, min_scale=0.25) == 0.25  # lesion-sized objects: the floor
     assert working_scale(10, target=24, min_scale=0.25) == 1.0  # never upsampled
     assert working_scale(None, 24, 0.25) == 1.0

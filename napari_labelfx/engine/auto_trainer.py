@@ -52,7 +52,7 @@ SCALE_STEP = 0.125
 
 
 def object_diameter(masks: Sequence[np.ndarray], min_area: int = 16) -> float | None:
-    """Median equivalent diameter (pixels) of the connected foreground objects of boolean masks."""
+    """Equivalent diameter (pixels) of the typical connected foreground object of boolean masks."""
     from scipy import ndimage as ndi
 
     areas: list[int] = []
@@ -63,7 +63,11 @@ def object_diameter(masks: Sequence[np.ndarray], min_area: int = 16) -> float | 
             areas.extend(int(a) for a in counts if a >= min_area)
     if not areas:
         return None
-    area = float(np.median(areas))
+    # the size of the object a typical foreground pixel belongs to (an area-weighted median): a few
+    # large objects are not outvoted by many small fragments of a rough prediction
+    sizes = np.sort(np.asarray(areas, np.float64))
+    cumulative = np.cumsum(sizes)
+    area = float(sizes[np.searchsorted(cumulative, 0.5 * cumulative[-1])])
     nd = masks[0].ndim
     return 2 * math.sqrt(area / math.pi) if nd == 2 else 2 * (3 * area / (4 * math.pi)) ** (1 / 3)
 
