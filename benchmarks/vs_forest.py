@@ -124,7 +124,7 @@ def _case(args: argparse.Namespace) -> dict[str, Any]:
 def _table(paths: list[str], png: str | None) -> str:
     rows = [json.loads(Path(p).read_text()) for p in paths]
     lines = ["| set | labels | seed | forest Dice / AP50 (train s) | default path at " +
-             " | ".join(f"{t} s" for t in rows[0]["snapshots_s"]) + " | shown at the end | net iterations |",
+             " | ".join(f"{t:g} s" for t in rows[0]["snapshots_s"]) + " | network alone at the end | net iterations |",
              "|---|---|---|---|" + "---|" * len(rows[0]["snapshots_s"]) + "---|---|"]
 
     def fmt(m: dict | None) -> str:
@@ -138,7 +138,7 @@ def _table(paths: list[str], png: str | None) -> str:
         f = r["forest"]
         cells = [fmt(s["shown"]) + f" ({s['winner'][0]})" for s in r["default"]]
         lines.append(f"| {Path(r['dataset']).name} | {r['labels']} | {r['seed']} | {fmt(f)} ({f['train_s']:.0f} s) | "
-                     + " | ".join(cells) + f" | {r['final']['winner']} | {r['final']['iterations']} |")
+                     + " | ".join(cells) + f" | {fmt(r['default'][-1]['network'])} | {r['final']['iterations']} |")
     if png:
         import matplotlib
 
@@ -154,6 +154,9 @@ def _table(paths: list[str], png: str | None) -> str:
                 if all(np.isnan(ys)):
                     continue
                 line, = ax.plot(ts, ys, "o-", label=name)
+                net = [(s["train_s"], s["network"].get(key, np.nan)) for s in r["default"] if s.get("network")]
+                if net:
+                    ax.plot(*zip(*net), "x--", color=line.get_color(), alpha=0.7)
                 fy = r["forest"].get(key)
                 if fy is not None:
                     ax.plot([r["forest"]["train_s"]], [fy], "s", color=line.get_color(), markerfacecolor="none")
@@ -163,7 +166,7 @@ def _table(paths: list[str], png: str | None) -> str:
             ax.set_ylabel(key)
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
-        axes[0].set_title("default path (o) vs forest alone (square)")
+        axes[0].set_title("default path (o), its network alone (x), forest alone (square)", fontsize=9)
         fig.tight_layout()
         fig.savefig(png, dpi=110)
     return "\n".join(lines)
