@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..models.checkpoint import json_default
 from .classifier import ForestError, ForestSettings, PixelForest
 from .features import FeatureError, FilterBank
 
@@ -56,7 +57,7 @@ def save_forest(folder: str | os.PathLike, forest: PixelForest, bank: FilterBank
     if "model" in extra:
         raise ForestError("extra metadata must not contain the reserved key 'model'")
     text = json.dumps({"model": forest_model_section(forest, bank, in_channels), **extra}, indent=2,
-                      default=_json_default)
+                      default=json_default)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / FOREST_FILE) as tmp:
         with open(tmp, "wb") as fh:  # np.savez would append .npz to a temporary name without it
@@ -64,16 +65,6 @@ def save_forest(folder: str | os.PathLike, forest: PixelForest, bank: FilterBank
     with atomic_path(folder / CONFIG_FILE) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
     return folder
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
 
 
 def load_forest(folder: str | os.PathLike) -> tuple[PixelForest, FilterBank, dict[str, Any]]:

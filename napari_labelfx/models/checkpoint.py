@@ -35,7 +35,8 @@ class CheckpointError(LabelfxIOError):
     """A model folder or weights file cannot be written or read (the message names the path)."""
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for model folders: numpy values, paths and sets as plain JSON."""
     # numpy scalars/arrays and paths show up in training configs and metrics
     if isinstance(obj, np.generic):
         return obj.item()
@@ -70,7 +71,7 @@ def save_model(folder: str | os.PathLike, model: nn.Module, extra: dict[str, Any
     if "model" in extra:
         raise CheckpointError(folder, "extra metadata must not contain the reserved key 'model'")
     try:
-        text = json.dumps({"model": cfg.to_dict(), **extra}, indent=2, default=_json_default)
+        text = json.dumps({"model": cfg.to_dict(), **extra}, indent=2, default=json_default)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(folder / CONFIG_FILE, f"metadata is not JSON serialisable: {exc}") from exc
     # safetensors refuses tensors sharing storage and non-contiguous views: store independent copies
