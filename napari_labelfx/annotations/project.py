@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io.atomic import pid_alive
 from ._files import atomic_write_text
 from .class_table import ClassTable
 from .errors import ProjectError
@@ -206,18 +207,6 @@ def _previous_counter(folder: Path) -> int:
         return 0
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _remove_old_versions(folder: Path, keep: str, counter: int) -> None:
     """Remove superseded version folders and the version-1 layout's zarr after a switch.
 
@@ -230,7 +219,7 @@ def _remove_old_versions(folder: Path, keep: str, counter: int) -> None:
         version = _version_of(entry.name)
         if version is not None:
             n, pid = version
-            stale = pid == os.getpid() or n < counter - 1 or not _pid_alive(pid)
+            stale = pid == os.getpid() or n < counter - 1 or not pid_alive(pid)
         else:
             stale = entry.name == ZARR_NAME
         if stale:

@@ -30,7 +30,7 @@ from ..inference.labels import probabilities_to_labels
 from .config import ConfigError, TrainConfig
 from .control import TrainerControl
 from .forest_trainer import FOREST_DEFAULTS, ForestTrainer, forest_validation
-from .trainer import Trainer, TrainResult, describe_failure
+from .trainer import Trainer, TrainResult, failed_update
 from .updates import Update, UpdateKind
 from .validation import evaluate_split
 
@@ -173,13 +173,8 @@ class AutoTrainer:
         try:
             yield from self._run()
         except Exception as exc:  # noqa: BLE001 - every failure must reach the person as a message
-            import traceback
-
             self.result = TrainResult(None, None, self.history, "failed", self.iteration)
-            yield Update(UpdateKind.FAILED, self.iteration, self.config.iterations, {
-                "reason": describe_failure(exc, self.iteration), "error_type": exc.__class__.__name__,
-                "traceback": traceback.format_exc(limit=20),
-            })
+            yield failed_update(exc, self.iteration, self.config.iterations)
 
     def snapshot(self, folder: str | Path | None = None) -> dict[str, Any]:
         """The comparison now; with ``folder``, the best network so far is written there (benchmarks)."""

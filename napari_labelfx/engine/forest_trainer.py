@@ -27,8 +27,8 @@ from ..forest.tiles import FeatureCache, image_digest, predict_region_probabilit
 from ..inference.labels import probabilities_to_labels
 from .config import ConfigError, TrainConfig
 from .control import TrainerControl
-from .preview import RegionError, default_region, normalise_region
-from .trainer import DEFAULT_NORMALISATION, TrainResult, describe_failure
+from .preview import RegionError, resolve_region
+from .trainer import DEFAULT_NORMALISATION, TrainResult, failed_update
 from .updates import Update, UpdateKind
 
 #: Parameters of ``method="forest"`` (``TrainConfig.method_params``) and their defaults.
@@ -263,13 +263,8 @@ class ForestTrainer:
         try:
             yield from self._run()
         except Exception as exc:  # noqa: BLE001 - every failure must reach the person as a message
-            import traceback
-
             self.result = TrainResult(None, None, self.history, "failed", self.iteration)
-            yield Update(UpdateKind.FAILED, self.iteration, 1, {
-                "reason": describe_failure(exc, None), "error_type": exc.__class__.__name__,
-                "traceback": traceback.format_exc(limit=20),
-            })
+            yield failed_update(exc, self.iteration, 1)
 
     # -- internals -----------------------------------------------------------------------------------
     def _fit(self, items: list[TrainingItem], validate: bool = True) -> list[Update]:
@@ -341,12 +336,7 @@ class ForestTrainer:
         })
 
     def _resolve_region(self, image_index: int, region: tuple | None) -> tuple[TrainingItem, tuple[slice, ...]]:
-        if not 0 <= image_index < len(self.items):
-            raise RegionError(f"preview image index {image_index} is out of range (0..{len(self.items) - 1})")
-        item = self.items[image_index]
-        if region is None:
-            return item, default_region(item, self.multilabel)
-        return item, normalise_region(region, item.image.shape[1:], f"preview of {item.name!r}")
+        return resolve_region(self.items, image_index, region, self.multilabel)
 
     def _run(self) -> Iterator[Update]:
         t_start = time.perf_counter()

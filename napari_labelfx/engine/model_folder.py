@@ -98,7 +98,7 @@ def clean_stale_runs(root: str | os.PathLike, max_age_s: float = STALE_RUN_AGE_S
     import re
     import time
 
-    from ..io.atomic import _pid_alive
+    from ..io.atomic import pid_alive
 
     pattern = re.compile(r"^\d{8}-\d{6}-(?P<pid>\d+)-")
     removed: list[Path] = []
@@ -109,7 +109,7 @@ def clean_stale_runs(root: str | os.PathLike, max_age_s: float = STALE_RUN_AGE_S
     now = time.time()
     for entry in entries:
         m = pattern.match(entry.name)
-        if m is None or not entry.is_dir() or _pid_alive(int(m.group("pid"))):
+        if m is None or not entry.is_dir() or pid_alive(int(m.group("pid"))):
             continue
         try:
             age = now - entry.stat().st_mtime

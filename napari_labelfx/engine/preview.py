@@ -160,3 +160,15 @@ def predict_region(
     finally:
         model.train(was_training)
     return probabilities_to_labels(probs, multilabel)
+
+
+def resolve_region(
+    items: Sequence[TrainingItem], image_index: int, region: Sequence[Any] | None, multilabel: bool = False,
+) -> tuple[TrainingItem, tuple[slice, ...]]:
+    """The item and the checked region a preview request names (None: the item's default region)."""
+    if not 0 <= image_index < len(items):
+        raise RegionError(f"preview image index {image_index} is out of range (0..{len(items) - 1})")
+    item = items[image_index]
+    if region is None:
+        return item, default_region(item, multilabel)
+    return item, normalise_region(region, item.image.shape[1:], f"preview of {item.name!r}")

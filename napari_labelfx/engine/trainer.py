@@ -33,7 +33,7 @@ from ..methods import MethodContext, create_method
 from .config import ConfigError, TrainConfig
 from .control import TrainerControl
 from .optim import AdamW, lr_factor
-from .preview import RegionError, default_region, normalise_region, predict_region
+from .preview import RegionError, predict_region, resolve_region
 from .run_state import LossWindow, PreviewSchedule, RunState
 from .state import ResumeError, load_training_state, save_training_state
 from .updates import Update, UpdateKind
@@ -96,6 +96,14 @@ def describe_failure(exc: BaseException, iteration: int | None = None) -> str:
         return text
     where = f" at iteration {iteration}" if iteration is not None else ""
     return f"training failed{where}: {exc.__class__.__name__}: {text}"
+
+
+def failed_update(exc: BaseException, iteration: int, total: int) -> Update:
+    """The FAILED update every trainer ends with when an exception escapes its loop."""
+    return Update(UpdateKind.FAILED, iteration, total, {
+        "reason": describe_failure(exc, iteration), "error_type": exc.__class__.__name__,
+        "traceback": traceback.format_exc(limit=20),
+    })
 
 
 def _dir_or_none(path: str | None) -> Path | None:
@@ -291,16 +299,7 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             self.result = TrainResult(None, None, self.history, "failed", self.iteration)
-            yield Update(
-                UpdateKind.FAILED,
-                self.iteration,
-                self.config.iterations,
-                {
-                    "reason": describe_failure(exc, self.iteration),
-                    "error_type": exc.__class__.__name__,
-                    "traceback": traceback.format_exc(limit=20),
-                },
-            )
+            yield failed_update(exc, self.iteration, self.config.iterations)
 
     # -- setup ---------------------------------------------------------------------------------------
     def _load_resume(self) -> nn.Module:
@@ -681,12 +680,7 @@ class Trainer:
 
     # -- previews ------------------------------------------------------------------------------------
     def _resolve_region(self, image_index: int, region: tuple | None) -> tuple[TrainingItem, tuple[slice, ...]]:
-        if not 0 <= image_index < len(self.items):
-            raise RegionError(f"preview image index {image_index} is out of range (0..{len(self.items) - 1})")
-        item = self.items[image_index]
-        if region is None:
-            return item, default_region(item, self.multilabel)
-        return item, normalise_region(region, item.image.shape[1:], f"preview of {item.name!r}")
+        return resolve_region(self.items, image_index, region, self.multilabel)
 
     def _safe_preview(self) -> Update | None:
         """A PREVIEW update, or None with a LOG warning: a failed preview must not end training."""

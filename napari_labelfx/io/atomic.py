@@ -16,7 +16,8 @@ from .errors import LabelfxIOError
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]+")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True unless process ``pid`` is known to be gone (a dead writer's temporaries may be removed)."""
     if pid == os.getpid():
         return True
     try:
@@ -43,7 +44,7 @@ def clean_stale_temporaries(dest: str | os.PathLike) -> list[Path]:
         return removed
     for entry in entries:
         m = _TEMP_RE.match(entry.name)
-        if m is None or m.group("name") != dest.name or _pid_alive(int(m.group("pid"))):
+        if m is None or m.group("name") != dest.name or pid_alive(int(m.group("pid"))):
             continue
         _remove(entry)
         removed.append(entry)
