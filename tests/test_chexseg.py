@@ -70,7 +70,7 @@ def test_chexseg_p1_keeps_strong_samples_and_multilabel_runs():
 
 
 def test_chexseg_bad_parameters():
-    with pytest.raises(MethodError, match="p must be in"):
+    with pytest.raises(MethodError, match=r"p must be a number in \[0, 1\]"):
         create_method("chexseg", {"p": 1.5})
     with pytest.raises(MethodError, match="threshold must be"):
         create_method("chexseg", {"threshold": "max"})

@@ -232,3 +232,36 @@ def test_method_settings_show_the_important_ones_and_fold_the_rest(make_napari_v
     assert form.values() == {"cutout": 0.25, "pool": 5}
     w.method_combo.setCurrentText("supervised")
     assert form._form.rowCount() == 0 and form._more_form.rowCount() == 3
+
+
+def test_method_form_editors_follow_the_declared_types(make_napari_viewer):
+    """RPG's k takes a fraction, chexseg's threshold a word or a number, ranges bound the boxes."""
+    from qtpy.QtWidgets import QComboBox, QDoubleSpinBox
+
+    from napari_labelfx.core.params import ParamError
+    from napari_labelfx.widgets.train import TrainWidget
+
+    w = TrainWidget(make_napari_viewer())
+    form = w.method_params
+    w.method_combo.setCurrentText("rpg")
+    k = form._editors["k"][0]
+    assert isinstance(k, QDoubleSpinBox) and "fraction" in k.toolTip()
+    k.setValue(0.05)
+    assert form.values() == {"k": 0.05}
+    k.setValue(500)
+    assert form.values() == {"k": 500} and isinstance(form.values()["k"], int)
+    pool = form._editors["pool"][0]
+    pool.setValue(0)
+    assert pool.value() == 1  # the declared minimum
+    w.method_combo.setCurrentText("chexseg")
+    thr = form._editors["threshold"][0]
+    assert isinstance(thr, QComboBox) and thr.isEditable() and thr.currentText() == "auto"
+    thr.setCurrentText("otsu")
+    assert form.values() == {"threshold": "otsu"}
+    thr.setCurrentText("0.4")
+    assert form.values() == {"threshold": 0.4}
+    thr.setCurrentText("median")
+    with pytest.raises(ParamError, match="method 'chexseg': threshold must be 'auto' or 'otsu' or a number"):
+        form.values()
+    w.method_combo.setCurrentText("mlds")
+    assert isinstance(form._editors["unlabeled"][0], QComboBox) and not form._editors["unlabeled"][0].isEditable()

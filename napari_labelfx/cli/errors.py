@@ -31,6 +31,22 @@ def parse_key_values(pairs: list[str], option: str = "--param") -> dict[str, Any
     return params
 
 
+def parse_method_params(method: str, pairs: list[str]) -> dict[str, Any]:
+    """``--param KEY=VALUE`` options checked against ``method``'s declared parameters.
+
+    Values are read as JSON when they are JSON (``k=0.05``, ``tta_flips=false``), else as text
+    (``threshold=otsu``, ``sigmas=1,2,4``). A wrong key or value is one ``ParamError`` line naming the
+    method, the parameter and what it accepts (exit code 2). Unknown methods pass unchecked: the
+    trainer reports them with the list of methods.
+    """
+    from ..engine.factory import check_method_params, training_methods
+
+    params = parse_key_values(pairs)
+    if method in training_methods():
+        check_method_params(method, params)
+    return params
+
+
 def check_report_paths(*paths: str | None) -> None:
     """Report files (CSV, JSON, PNG) must be writable and must not be folders; checked before any work."""
     from ..io.errors import LabelfxIOError

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..evaluation.harness import DEFAULT_ITERATIONS
-from .errors import parse_key_values
+from .errors import parse_key_values, parse_method_params
 
 NAME = "eval"
 HELP = "train and test a method on a dataset folder with derived label kinds"
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             check_writable(args.out)
             if Path(args.out).is_dir():
                 raise LabelfxIOError(args.out, "is a folder; --out names the result JSON file")
-        params = parse_key_values(getattr(args, "param", []) or [])
+        params = parse_method_params(args.method, getattr(args, "param", []) or [])
         bar = None
         try:
             from tqdm import tqdm

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="a model folder to continue training from")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="method parameter (repeatable), e.g. --param lambda_ds=1.0")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train in N local processes with DistributedDataParallel (gloo on CPU, nccl on CUDA: one "
+                        "GPU each); --batch is per process. Several nodes: torchrun ... -m napari_labelfx train "
+                        "(docs/distributed_training.md)")
     return p
 
 
@@ -66,11 +72,52 @@ def items_from_files(images: list[str], labels: list[str], kind: str, class_name
     return AnnotationSet(table, annotated).training_items()
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` / ``--nproc=N``."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _launch_local(args: argparse.Namespace) -> int:
+    """Start ``args.nproc`` processes of this command through torchrun and wait for them.
+
+    torchrun (``python -m torch.distributed.run --standalone``) rather than our own multiprocessing: the
+    local and the several-node runs are then the same code path (each process only reads torchrun's
+    environment), and torchrun already ends every process when one fails and passes Ctrl-C on.
+    """
+    import os
+    import subprocess
+
+    from ..engine.distributed import local_launch_command
+
+    argv = _without_nproc(list(getattr(args, "argv", None) or []))
+    if not argv or argv[0] != NAME:
+        raise ValueError("--nproc needs the command line of labelfx train (run it as a command)")
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env:  # torchrun would set 1: share this machine's cores between the processes
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.nproc))
+    if sys.platform.startswith("linux") and "GLOO_SOCKET_IFNAME" not in env and os.path.exists("/sys/class/net/lo"):
+        env["GLOO_SOCKET_IFNAME"] = "lo"  # one machine: gloo talks over the loopback interface only
+    rc = subprocess.run(local_launch_command(args.nproc, argv), env=env).returncode
+    if rc != 0:
+        raise ValueError(f"training in {args.nproc} processes failed (torchrun exit code {rc}); "
+                         "the first process's message is above")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Train from files or a dataset folder and write the model folder."""
     from tqdm import tqdm
 
-    from ..engine import TrainConfig
+    from ..engine import TrainConfig, distributed
     from ..methods import available_methods, create_method
 
     # every setting goes through TrainConfig (and the method's parameter checks) before any data is
@@ -82,6 +129,26 @@ def run(args: argparse.Namespace) -> int:
                       **{k: v for k, v in settings.items() if v is not None})
     if cfg.method in available_methods():  # unknown names are reported by the Trainer with the list
         create_method(cfg.method, cfg.method_params)
+    nproc = int(getattr(args, "nproc", 1) or 1)
+    world = distributed.world_size_from_env()
+    if nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1 and world > 1:
+        raise ValueError("--nproc starts its own processes: leave it out when launching with torchrun")
+    distributed.check_config(cfg, max(nproc, world))  # refusals before any process starts
+    if nproc > 1:
+        return _launch_local(args)
+    try:
+        dist = distributed.init_from_env(args.device)  # None in one process
+        if dist is not None:
+            cfg = dataclasses.replace(cfg, device=dist.device)
+        return _train(args, cfg, dist is None or dist.is_main, tqdm)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, cfg: Any, main: bool, tqdm: Any) -> int:
+    """Read the data, train, write the model folder (``main``: this process reports)."""
     if args.dataset:
         from ..evaluation.dataset import load_dataset
         from ..evaluation.derive import derive_item
@@ -103,11 +170,11 @@ def run(args: argparse.Namespace) -> int:
     from ..methods.suitability import item_kinds, kind_mismatch
 
     mismatch = kind_mismatch(cfg.method, item_kinds(items))
-    if mismatch:  # trains anyway, but not silently
+    if mismatch and main:  # trains anyway, but not silently
         print(f"labelfx train: warning: {mismatch}", file=sys.stderr)
     from ..data.label_warnings import training_data_warnings
 
-    for warning in training_data_warnings(items, class_names):  # valid, but probably not what was meant
+    for warning in training_data_warnings(items, class_names) if main else []:  # valid, but probably not meant
         print(f"labelfx train: warning: {warning}", file=sys.stderr)
     t0 = time.time()
     from ..engine.factory import make_trainer
@@ -116,10 +183,12 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.trainer import TrainingFailed
 
     try:
-        with tqdm(total=cfg.iterations, desc=f"labelfx train ({cfg.method})", unit="it") as bar:
+        with tqdm(total=cfg.iterations, desc=f"labelfx train ({cfg.method})", unit="it", disable=not main) as bar:
             result = trainer.run(progress=bar)
     except TrainingFailed as exc:
         raise ValueError(f"training failed: {exc.reason}") from None
+    if not main:
+        return 0
     print(json.dumps({"best": str(result.best_dir), "last": str(result.last_dir),
                       "seconds": round(time.time() - t0, 1), "reason": result.stopped_reason}))
     return 0

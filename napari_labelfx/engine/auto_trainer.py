@@ -24,29 +24,37 @@ import numpy as np
 import torch
 
 from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE, LabelKind, TrainingItem
+from ..core.params import Param, ParamError
 from ..data.checks import known_mask
 from ..data.split import ValidationSplit, split_validation
 from ..inference.labels import probabilities_to_labels
 from .config import ConfigError, TrainConfig
 from .control import TrainerControl
-from .forest_trainer import FOREST_DEFAULTS, ForestTrainer, forest_validation
+from .forest_trainer import FOREST_DEFAULTS, FOREST_PARAMS, ForestTrainer, forest_validation
 from .trainer import Trainer, TrainResult, failed_update
 from .updates import Update, UpdateKind
 from .validation import evaluate_split
 
-#: Parameters of ``method="auto"``: the forest's (see ``FOREST_DEFAULTS``) and the network's.
-AUTO_DEFAULTS: dict[str, Any] = {
-    **{k: v for k, v in FOREST_DEFAULTS.items() if k != "live"},
-    "network": "supervised",
-    "scale": "auto",
-    "target_diameter": 48.0,
-    "min_scale": 0.25,
-    "pseudo_labels": True,
-    "pseudo_threshold": 0.8,
-    "pseudo_max_pixels": 6_000_000,
-    "compare_block": 0,
-}
-AUTO_IMPORTANT: tuple[str, ...] = ("network", "scale", "pseudo_labels")
+#: Parameters of ``method="auto"``: the forest's (see ``FOREST_PARAMS``) and the network's.
+AUTO_PARAMS = FOREST_PARAMS.without("live").with_changes("sigmas", important=False).with_changes(
+    "n_trees", important=False).extend(
+    Param("network", "text", "supervised", "the network method behind the forest (`scribble` for partial CE)",
+          important=True),
+    Param("scale", "float", "auto", "working scale of the network", min=0.05, max=1, choices=("auto",),
+          important=True),
+    Param("target_diameter", "float", 48.0, "object diameter in pixels that `scale=auto` aims at", min=0,
+          min_open=True),
+    Param("min_scale", "float", 0.25, "floor of `scale=auto`", min=0.05, max=1),
+    Param("pseudo_labels", "bool", True, "forest labels for unpainted pixels", important=True),
+    Param("pseudo_threshold", "float", 0.8, "forest confidence above which an unpainted pixel takes its label",
+          min=0.5, max=1),
+    Param("pseudo_max_pixels", "int", 6_000_000,
+          "pixels of images pseudo-labelled (the rest keep their painted pixels only)", min=0),
+    Param("compare_block", "int", 0, "edge of the held-out blocks both learners are scored on "
+          "(0: the engine's `val_block`)", min=0),
+)
+AUTO_DEFAULTS: dict[str, Any] = AUTO_PARAMS.defaults()
+AUTO_IMPORTANT: tuple[str, ...] = AUTO_PARAMS.important()
 #: Working scales are rounded to multiples of this (fewer distinct model shapes, readable configs).
 SCALE_STEP = 0.125
 
@@ -88,22 +96,13 @@ class AutoTrainer:
     def __init__(self, config: TrainConfig | dict, items: Sequence[TrainingItem], class_names: Sequence[str],
                  multilabel: bool = False, control: TrainerControl | None = None) -> None:
         self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-        params = {**AUTO_DEFAULTS, **self.config.method_params}
-        unknown = sorted(set(self.config.method_params) - set(AUTO_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"method 'auto' has no parameter(s) {unknown}; its parameters are {sorted(AUTO_DEFAULTS)}")
+        try:
+            params = AUTO_PARAMS.resolve(self.config.method_params, "method 'auto'")
+        except ParamError as exc:
+            raise ConfigError(str(exc)) from None
         self.params = params
         if params["network"] in ("auto", "forest"):
             raise ConfigError(f"auto parameter network must be a network method, got {params['network']!r}")
-        if params["scale"] != "auto":
-            try:
-                s = float(params["scale"])
-            except (TypeError, ValueError):
-                raise ConfigError(f"auto parameter scale must be 'auto' or a number in (0, 1], got {params['scale']!r}") from None
-            if not 0.05 <= s <= 1.0:
-                raise ConfigError(f"auto parameter scale must be 'auto' or a number in [0.05, 1], got {s}")
-        if not 0.5 <= float(params["pseudo_threshold"]) <= 1.0:
-            raise ConfigError(f"auto parameter pseudo_threshold must be in [0.5, 1], got {params['pseudo_threshold']}")
         self.control = control if control is not None else TrainerControl()
         self.class_names = [str(c) for c in class_names]
         self.multilabel = bool(multilabel)

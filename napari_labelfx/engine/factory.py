@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..annotations.kinds import TrainingItem
+from ..core.params import ParamSpec
 from .config import TrainConfig
 from .control import TrainerControl
 
@@ -44,17 +45,32 @@ def training_methods() -> list[str]:
     return [*SPECIAL_METHODS, *available_methods()]
 
 
-def method_defaults(name: str) -> tuple[dict[str, Any], tuple[str, ...], str]:
-    """(parameter defaults, the important ones, one-line description) of a training method."""
+def method_spec(name: str) -> tuple[ParamSpec, str]:
+    """(declared parameters, one-line description) of a training method (``UnknownMethodError`` if none)."""
     if name == "forest":
-        from .forest_trainer import FOREST_DEFAULTS, FOREST_IMPORTANT
+        from .forest_trainer import FOREST_PARAMS
 
-        return dict(FOREST_DEFAULTS), FOREST_IMPORTANT, "random forest on filter features (ilastik-style), live"
+        return FOREST_PARAMS, "random forest on filter features (ilastik-style), live"
     if name == "auto":
-        from .auto_trainer import AUTO_DEFAULTS, AUTO_IMPORTANT
+        from .auto_trainer import AUTO_PARAMS
 
-        return dict(AUTO_DEFAULTS), AUTO_IMPORTANT, "forest at once, a network behind it; shows the better one"
+        return AUTO_PARAMS, "forest at once, a network behind it; shows the better one"
     from ..methods import get_method
 
     cls = get_method(name)
-    return dict(cls.defaults), tuple(getattr(cls, "important", ())), cls.description
+    return cls.params_spec, cls.description
+
+
+def check_method_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` checked against the method's declaration (one-line ``ParamError``), converted; only those given.
+
+    The one check ``labelfx train/eval --param`` and config files go through before any data is read.
+    """
+    spec, _ = method_spec(name)
+    return spec.check(params, f"method {name!r}")
+
+
+def method_defaults(name: str) -> tuple[dict[str, Any], tuple[str, ...], str]:
+    """(parameter defaults, the important ones, one-line description) of a training method."""
+    spec, description = method_spec(name)
+    return spec.defaults(), spec.important(), description

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE, TrainingItem
+from ..core.params import Param, ParamError, ParamSpec
 from ..data.checks import check_items
 from ..data.split import ValidationSplit, split_validation
 from ..forest.classifier import ForestError, ForestSettings, PixelForest
@@ -31,18 +32,22 @@ from .preview import RegionError, resolve_region
 from .trainer import DEFAULT_NORMALISATION, TrainResult, failed_update
 from .updates import Update, UpdateKind
 
-#: Parameters of ``method="forest"`` (``TrainConfig.method_params``) and their defaults.
-FOREST_DEFAULTS: dict[str, Any] = {
-    "live": True,
-    "kind": "extra",
-    "n_trees": 64,
-    "max_samples": 40_000,
-    "min_samples_leaf": 2,
-    "max_depth": 0,
-    "sigmas": "0.3,0.7,1,1.6,3.5,5,10",
-    "features": ",".join(KINDS),
-}
-FOREST_IMPORTANT: tuple[str, ...] = ("live", "sigmas", "n_trees")
+#: Parameters of ``method="forest"`` (``TrainConfig.method_params``).
+FOREST_PARAMS = ParamSpec((
+    Param("live", "bool", True, "keep refitting after strokes until Stop (GUI; `run()` fits once)", important=True),
+    Param("kind", "choice", "extra", "`extra` (extremely randomized trees) or `random` (random forest)",
+          choices=("extra", "random")),
+    Param("n_trees", "int", 64, "trees per forest", min=1, important=True),
+    Param("max_samples", "int", 40_000, "painted pixels drawn per fit (each class keeps at least `max_samples / 2K`)",
+          min=1),
+    Param("min_samples_leaf", "int", 2, "smallest number of samples in a leaf", min=1),
+    Param("max_depth", "int", 0, "deepest tree (0 = unlimited)", min=0),
+    Param("sigmas", "floats", "0.3,0.7,1,1.6,3.5,5,10", "filter scales in pixels (0.3 contributes only its smoothing)",
+          min=0, min_open=True, important=True),
+    Param("features", "words", ",".join(KINDS), "filter kinds", choices=KINDS),
+))
+FOREST_DEFAULTS: dict[str, Any] = FOREST_PARAMS.defaults()
+FOREST_IMPORTANT: tuple[str, ...] = FOREST_PARAMS.important()
 #: Seconds between checks of the control and of new annotations while live.
 LIVE_POLL_S = 0.05
 
@@ -80,10 +85,10 @@ class ForestParams:
 
     @classmethod
     def parse(cls, params: dict[str, Any], seed: int = 0) -> ForestParams:
-        unknown = sorted(set(params) - set(FOREST_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"method 'forest' has no parameter(s) {unknown}; its parameters are {sorted(FOREST_DEFAULTS)}")
-        p = {**FOREST_DEFAULTS, **params}
+        try:
+            p = FOREST_PARAMS.resolve(params, "method 'forest'")
+        except ParamError as exc:
+            raise ConfigError(str(exc)) from None
 
         def floats(v: Any) -> tuple[float, ...]:
             items = v.split(",") if isinstance(v, str) else list(v)

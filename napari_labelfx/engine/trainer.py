@@ -32,6 +32,7 @@ from ..data.split import ValidationSplit, split_validation
 from ..methods import MethodContext, create_method
 from .config import ConfigError, TrainConfig
 from .control import TrainerControl
+from .distributed import DistributedRun, check_config, current
 from .optim import AdamW, lr_factor
 from .preview import RegionError, predict_region, resolve_region
 from .run_state import LossWindow, PreviewSchedule, RunState
@@ -174,6 +175,11 @@ class Trainer:
                 f"got class names {self.class_names}"
             )
         self.control = control if control is not None else TrainerControl()
+        # several processes (torchrun): DDP step, rank-0-only validation and checkpoints (engine/distributed.py)
+        self._dist: DistributedRun | None = current()
+        if self._dist is not None:
+            check_config(cfg, self._dist.world_size)
+        self._ddp: nn.Module | None = None
         self.method = create_method(cfg.method, cfg.method_params)
         if self.multilabel and not self.method.supports_multilabel:
             raise ConfigError(f"method {cfg.method!r} does not support multi-label targets")
@@ -428,15 +434,20 @@ class Trainer:
                 reason = "early-stopping"
                 break
             yield from self._scheduled_preview(run)
+        if self._dist is not None:  # DDP syncs buffers (BatchNorm statistics) before each step: once more
+            self._dist.sync_buffers(self.models)
         yield from self._finish(run, reason)
 
     def _start_run(self) -> RunState:
         """Seeds, data, optimiser and method context; the resumed state when there is one."""
         cfg = self.config
         t_start = self._t_start = time.perf_counter()
-        self._sampler_rng = np.random.default_rng([cfg.seed, 1])
-        augmenter = Augmenter(self.augment_config, 2 if cfg.spatial == "2d" else 3, np.random.default_rng([cfg.seed, 2]))
-        torch.manual_seed(cfg.seed + 1)
+        dist = self._dist
+        # each rank draws its own patches, augmentations and method randomness; rank 0 as one process
+        self._sampler_rng = np.random.default_rng(dist.seed([cfg.seed, 1]) if dist else [cfg.seed, 1])
+        augmenter = Augmenter(self.augment_config, 2 if cfg.spatial == "2d" else 3,
+                              np.random.default_rng(dist.seed([cfg.seed, 2]) if dist else [cfg.seed, 2]))
+        torch.manual_seed(dist.torch_seed(cfg.seed + 1) if dist else cfg.seed + 1)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick fast kernels
         self._prepare_data(self.items)
@@ -458,8 +469,10 @@ class Trainer:
             self._log("no training_state.pt in the model folder: resuming the weights with a fresh optimizer", "warning")
         ctx.iteration = self.iteration
         ctx.epoch = self.iteration // ctx.epoch_length
+        if dist is not None:  # after the resume: DDP starts every rank from rank 0's weights
+            self._ddp = dist.wrap(self.method, self.models, ctx)
         return RunState(optimizer=optimizer, scaler=scaler, augmenter=augmenter, ctx=ctx,
-                        out_dir=_dir_or_none(cfg.output_dir), t_start=t_start,
+                        out_dir=None if dist and not dist.is_main else _dir_or_none(cfg.output_dir), t_start=t_start,
                         window=LossWindow(t_start), preview=PreviewSchedule.start(cfg.preview_every_s))
 
     def _announce_start(self, run: RunState) -> Iterator[Update]:
@@ -499,7 +512,9 @@ class Trainer:
                 upd = self._safe_preview()
                 yield from [upd] if upd is not None else self._drain()
                 run.preview.last = time.perf_counter()
-        run.window.exclude(time.perf_counter() - t_pause)  # paused time does not count as training time
+        # paused time is neither training time nor time the person waits for training
+        run.window.exclude(time.perf_counter() - t_pause, waited=False)
+        run.paused_s += time.perf_counter() - t_pause
         if not self.control.should_stop:
             yield Update(UpdateKind.RESUMED, self.iteration, total, {})
 
@@ -538,6 +553,10 @@ class Trainer:
             return None
         now = time.perf_counter()
         mean_loss, losses, its = run.window.close(now)
+        wall = run.window.wall_its_per_s
+        share = run.preview_s / max(now - run.t_start - run.paused_s, 1e-9)
+        if self._dist is not None:  # the loss of the whole (all ranks') batch
+            mean_loss = self._dist.mean(mean_loss)
         if not math.isfinite(mean_loss):
             raise TrainingFailed(
                 f"the loss became {mean_loss} at iteration {self.iteration}: lower the learning rate "
@@ -549,7 +568,9 @@ class Trainer:
         run.progress_sent = True
         return Update(UpdateKind.PROGRESS, self.iteration, cfg.iterations, {
             "loss": mean_loss, "losses": losses, "lr": lr, "its_per_s": its, "epoch": run.ctx.epoch,
-            "elapsed_s": now - run.t_start, "eta_s": (cfg.iterations - self.iteration) / max(its, 1e-9),
+            # what the person sees advance (previews and validation included): the panel shows this
+            "wall_its_per_s": wall, "preview_share": share,
+            "elapsed_s": now - run.t_start, "eta_s": (cfg.iterations - self.iteration) / max(wall, 1e-9),
         })
 
     def _validate(self, run: RunState) -> Generator[Update, None, bool]:
@@ -563,6 +584,8 @@ class Trainer:
             return False
         if not due:
             return False
+        if self._dist is not None and not self._dist.is_main:
+            return self._dist.agree(False)  # rank 0 validates and decides about early stopping
         t_val = time.perf_counter()
         metrics = evaluate_split(self.model, self._split, self.class_names, self.multilabel,
                                  self.device, cfg.batch_size, self.amp)
@@ -577,14 +600,18 @@ class Trainer:
             yield self._save(run, "last", run.best.last_val)
         run.window.exclude(time.perf_counter() - t_val)  # validation time is not training throughput
         bad = run.best.bad_validations
-        if cfg.early_stopping and bad >= cfg.early_stopping:
+        stop = bool(cfg.early_stopping and bad >= cfg.early_stopping)
+        if self._dist is not None:
+            stop = self._dist.agree(stop)
+        if stop:
             self._log(f"validation loss did not improve for {bad} validations: stopping early")
             yield from self._drain()
-            return True
-        return False
+        return stop
 
     def _scheduled_preview(self, run: RunState) -> Iterator[Update]:
-        """A preview when one was requested or the schedule says one is due."""
+        """A preview when one was requested or the schedule says one is due (rank 0 only)."""
+        if self._dist is not None and not self._dist.is_main:
+            return
         if not (self._preview_new or run.preview.due(time.perf_counter(), run.progress_sent)):
             return
         t_prev = time.perf_counter()
@@ -592,6 +619,7 @@ class Trainer:
         t_done = time.perf_counter()
         run.preview.done(t_prev, t_done)
         run.window.exclude(t_done - t_prev)
+        run.preview_s += t_done - t_prev
         if upd is not None:
             yield upd
         yield from self._drain()
@@ -629,8 +657,11 @@ class Trainer:
         for m in self.models.values():
             m.train()
         with autocast_context(self.device, self.amp):
-            outputs = self.method.forward(self.models, batch, ctx)
-            loss, terms = self.method.loss(batch, outputs, ctx)
+            if self._ddp is not None:  # forward and loss in one DDP module: gradients averaged in backward
+                loss, terms = self._ddp(batch)
+            else:
+                outputs = self.method.forward(self.models, batch, ctx)
+                loss, terms = self.method.loss(batch, outputs, ctx)
         optimizer.zero_grad(set_to_none=True)
         if self.amp:
             scaler.scale(loss).backward()
@@ -759,7 +790,8 @@ class Trainer:
         if self.amp and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         self.method.load_state_dict(state.get("method") or {})
-        rng = state.get("rng") or {}
+        # other ranks keep their own random streams: rank 0's would make them draw rank 0's patches
+        rng = (state.get("rng") or {}) if self._dist is None or self._dist.is_main else {}
         try:
             if "sampler" in rng:
                 self._sampler_rng.bit_generator.state = rng["sampler"]

@@ -25,7 +25,7 @@ import numpy as np
 from ..annotations.kinds import IGNORE_INDEX, TrainingItem
 from ..tools.fusion import fuse_probabilities
 from ..tools.tta import all_flips, predict_views, tta_views
-from .base import MethodContext, MethodError
+from .base import MethodContext, MethodError, Param
 from .early_learning import EarlyLearningError, fit_early_learning
 from .registry import register_method
 from .supervised import Supervised
@@ -58,26 +58,22 @@ class Adele(Supervised):
     name = "adele"
     description = "noisy labels: ADELE early-learning detection, then per-class TTA-fused label correction"
     supports_multilabel = False
-    defaults = {
-        **Supervised.defaults,
-        "threshold": 0.9,  # relative slope drop that ends early learning
-        "confidence": 0.8,  # fused confidence above which a pixel is relabelled
-        "tta_scales": [0.8, 0.9, 1.0, 1.1, 1.2],
-        "tta_flips": True,  # all flips of the in-plane axes (4 views per scale)
-        "epoch_iters": 0,  # iterations per correction epoch; 0 = the trainer's epoch
-        "min_start_epoch": 3,  # correction never starts before this epoch (the fit needs 3 points)
-    }
-    important = ("confidence", "epoch_iters", "tta_flips")
+    params_spec = Supervised.params_spec.extend(
+        Param("threshold", "float", 0.9, "relative slope drop that ends early learning (the ADELE rule)",
+              min=0, max=1, min_open=True, max_open=True),
+        Param("confidence", "float", 0.8, "fused confidence above which a pixel is relabelled",
+              min=0, max=1, min_open=True, important=True),
+        Param("tta_scales", "floats", [0.8, 0.9, 1.0, 1.1, 1.2], "scales of the TTA views (`1` alone: one view, fast)",
+              min=0, min_open=True),
+        Param("tta_flips", "bool", True, "all flips of the in-plane axes (4 views per scale)", important=True),
+        Param("epoch_iters", "int", 0, "iterations per correction epoch (0 = the trainer's epoch)", min=0,
+              important=True),
+        Param("min_start_epoch", "int", 3, "correction never starts earlier (the fit needs 3 points)", min=0),
+    )
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
         p = self.params
-        if not 0.0 < float(p["threshold"]) < 1.0:
-            raise MethodError(f"{self.name}: threshold must be in (0, 1), got {p['threshold']}")
-        if not 0.0 < float(p["confidence"]) <= 1.0:
-            raise MethodError(f"{self.name}: confidence must be in (0, 1], got {p['confidence']}")
-        if int(p["epoch_iters"]) < 0:
-            raise MethodError(f"{self.name}: epoch_iters must be >= 0, got {p['epoch_iters']}")
         try:
             tta_views([float(s) for s in p["tta_scales"]])
         except (TypeError, ValueError) as exc:

@@ -24,30 +24,10 @@ import torch
 from torch import nn
 
 from ..annotations.kinds import TrainingItem
+from ..core.params import Param, ParamError, ParamSpec
 
+__all__ = ["Method", "MethodContext", "MethodError", "Param", "ParamSpec"]
 
-def _checked_param(method: str, key: str, value: Any, default: Any) -> Any:
-    """``value`` for parameter ``key`` checked against the type of its default (one-line MethodError).
-
-    Parameters typed on the command line arrive as strings or JSON values; a wrong type would
-    otherwise surface deep inside numpy or torch with a message that names neither.
-    """
-    import math
-
-    def bad(what: str) -> MethodError:
-        return MethodError(f"method {method!r}: parameter {key!r} must be {what}, got {value!r:.60}")
-
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if isinstance(default, (int, float)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        if not math.isfinite(value):
-            raise bad("a finite number")
-    # other defaults (None, strings like "auto", lists) may legitimately take several types
-    return value
 
 class MethodError(ValueError):
     """A method name or parameter is unknown or invalid."""
@@ -108,8 +88,11 @@ class Method:
     ----------------
     name : registry name.
     description : one line for menus and ``--help``.
-    defaults : parameters and their default values; ``params`` overrides them.
-    important : the few parameters the Train panel shows; the others are folded away.
+    params_spec : the declared, typed parameters (:class:`~napari_labelfx.core.params.ParamSpec`);
+        ``params`` holds them checked and converted, defaults filled in.
+    defaults : parameter -> default, derived from ``params_spec`` (a subclass declaring only a
+        ``defaults`` dict gets a spec guessed from the default values).
+    important : the few parameters the Train panel shows unfolded (``Param.important``).
     inference_model : the key of ``build_models``' dict whose network predicts.
     needs_target : patches are drawn only from items with annotated pixels.
     supports_multilabel : the method handles (K, ...) multi-label targets.
@@ -119,6 +102,7 @@ class Method:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    params_spec: ClassVar[ParamSpec] = ParamSpec()
     defaults: ClassVar[dict[str, Any]] = {}
     important: ClassVar[tuple[str, ...]] = ()
     inference_model: ClassVar[str] = "net"
@@ -126,16 +110,21 @@ class Method:
     supports_multilabel: ClassVar[bool] = True
     supports_input_scale: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "params_spec" in own:  # the declaration is the source: defaults and important follow from it
+            cls.defaults = cls.params_spec.defaults()
+            if "important" not in own:
+                cls.important = cls.params_spec.important()
+        elif "defaults" in own:  # a method written before specs: types guessed from the defaults
+            cls.params_spec = ParamSpec.inferred(cls.defaults, cls.important)
+
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
-        params = dict(params or {})
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise MethodError(
-                f"method {self.name!r} has no parameter(s) {unknown}; its parameters are {sorted(self.defaults)}"
-            )
-        for key, value in params.items():
-            params[key] = _checked_param(self.name, key, value, self.defaults[key])
-        self.params: dict[str, Any] = {**self.defaults, **params}
+        try:
+            self.params: dict[str, Any] = self.params_spec.resolve(params, f"method {self.name!r}")
+        except ParamError as exc:
+            raise MethodError(str(exc)) from None
 
     # -- networks ------------------------------------------------------------------------------------
     @property

@@ -35,7 +35,7 @@ from ..data.crop import crop_pad
 from ..tools.gradcam import best_thresholds, normalise_maps, otsu_threshold, pseudo_mask, unet_grad_cam
 from . import losses
 from ._deep_supervision import TaggedImageSampler, patch_tags
-from .base import Method, MethodContext, MethodError
+from .base import Method, MethodContext, MethodError, Param, ParamSpec
 from .registry import register_method
 
 
@@ -45,41 +45,31 @@ class CheXseg(Method):
 
     name = "chexseg"
     description = "image-level tags: classifier Grad-CAM pseudo-masks mixed with strong masks (p = strong share)"
-    defaults: dict[str, Any] = {
-        "p": 0.9,  # probability that a sample is a strong one (1 = strong only, 0 = pseudo only)
-        "classifier_fraction": 0.3,  # [A] share of training before the pseudo-masks are made
-        "lambda_cls": 1.0,  # [A] weight of the image-level BCE
-        "tag_batch": 2,  # whole tagged images per step for the classifier
-        "dice_weight": 1.0,
-        "threshold": "auto",  # "auto" (best IoU on strong masks, else Otsu), "otsu", or a number in (0, 1)
-        "fill_holes": True,
-        "cam_scale": 1.0,  # Grad-CAM input: the whole image resized to cam_scale x the patch size
-        "max_result_images": 4,  # saliency/pseudo-mask layers sent for at most this many images
-        "distill": False,  # teacher-student variant: soft teacher outputs instead of Grad-CAM masks
-        "temperature": 10.0,  # [A] softening of the teacher's and the student's outputs (distill)
-        "distill_weight": 1.0,  # weight of the distillation term (distill)
-    }
-    important: tuple[str, ...] = ("p", "threshold", "classifier_fraction")
+    params_spec = ParamSpec((
+        Param("p", "float", 0.9, "probability that a sample is a strong patch (else a pseudo-masked crop)",
+              min=0, max=1, important=True),
+        Param("classifier_fraction", "float", 0.3, "share of the run before the pseudo-masks are made",
+              min=0, max=1, max_open=True, important=True),
+        Param("lambda_cls", "float", 1.0, "weight of the image-level BCE", min=0),
+        Param("tag_batch", "int", 2, "whole tagged images per step for the classifier", min=0),
+        Param("dice_weight", "float", 1.0, "weight of the soft Dice term", min=0),
+        Param("threshold", "float", "auto", "`auto` = best IoU on the strong masks (else Otsu); `otsu`; or a number",
+              min=0, max=1, min_open=True, max_open=True, choices=("auto", "otsu"), important=True),
+        Param("fill_holes", "bool", True, "fill holes of the pseudo-masks"),
+        Param("cam_scale", "float", 1.0, "Grad-CAM input: the whole image resized to cam_scale x the patch size",
+              min=0, min_open=True),
+        Param("max_result_images", "int", 4, "saliency/pseudo-mask layers sent for at most this many images", min=0),
+        Param("distill", "bool", False, "teacher-student variant: at the switch the network is frozen as the teacher "
+              "and the `1 - p` samples are crops of images without masks, trained on its softened outputs "
+              "instead of Grad-CAM masks"),
+        Param("temperature", "float", 10.0, "distillation: softening (KL divergence scaled by the temperature "
+              "squared; BCE for multi-label)", min=0, min_open=True),
+        Param("distill_weight", "float", 1.0, "weight of the distillation term", min=0),
+    ))
     needs_target = True  # the engine samples strong patches; tagged images are drawn here
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(params)
-        p = float(self.params["p"])
-        if not 0.0 <= p <= 1.0:
-            raise MethodError(f"method 'chexseg': p must be in [0, 1], got {p}")
-        if not 0.0 <= float(self.params["classifier_fraction"]) < 1.0:
-            raise MethodError("method 'chexseg': classifier_fraction must be in [0, 1), "
-                              f"got {self.params['classifier_fraction']}")
-        thr = self.params["threshold"]
-        if thr not in ("auto", "otsu"):
-            try:
-                ok = 0.0 < float(thr) < 1.0
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise MethodError(f"method 'chexseg': threshold must be 'auto', 'otsu' or a number in (0, 1), got {thr!r}")
-        if float(self.params["temperature"]) <= 0 or float(self.params["distill_weight"]) < 0:
-            raise MethodError("method 'chexseg': temperature must be > 0 and distill_weight >= 0")
         self._teacher: nn.Module | None = None
         self._unlabeled: list[np.ndarray] = []
         self._tags = TaggedImageSampler(0)

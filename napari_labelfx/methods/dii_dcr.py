@@ -38,7 +38,7 @@ from torch import nn
 
 from ..annotations.kinds import IGNORE_INDEX, LabelKind, TrainingItem
 from . import _hypergrad, _paste
-from .base import Method, MethodContext, MethodError
+from .base import Method, MethodContext, MethodError, Param, ParamSpec
 from .registry import register_method
 
 #: Item kinds whose instances get trust weights.
@@ -136,37 +136,31 @@ class DiiDcr(Method):
 
     name = "dii-dcr"
     description = "weak boxes/ellipses/coarse masks: learned trust weight per weak instance + dual-network co-regularization"
-    defaults = {
-        "dii": True,  # learn the trust weights (False: they stay at gamma_init)
-        "dcr": True,  # second network, gamma-proportional resampling, paste, cross pseudo supervision
-        "tau": 0,  # iterations between weight updates; 0 = auto: total // 10 clipped to [10, 400]
-        "beta": 0.1,  # Adam learning rate of the weights
-        "gamma_init": 0.5,
-        "gamma_floor": 0.1,  # network 1 samples a weak patch at least this much
-        "lam": 4.0,  # weight of the cross pseudo supervision term
-        "cps_rampup": 0.2,  # fraction of training over which lam ramps up (sigmoid-shaped)
-        "weak_outside": "background",  # "background": weak masks are full coarse masks; "ignore": unknown
-        "max_weak_per_step": 64,  # weak instances scored per weight update (a random sample beyond)
-        "hyper_crop": 256,  # crop edge around each instance (and of strong crops) for the weight update
-        "strong_crops": 8,  # strong crops for g_S per weight update
-        "dice_weight": 1.0,
-    }
-    important = ("dii", "dcr", "tau", "lam")
+    params_spec = ParamSpec((
+        Param("dii", "bool", True, "learn the trust weights (false: they stay at gamma_init); "
+              "`dii=false dcr=false gamma_init=1` = weak masks treated as strong", important=True),
+        Param("dcr", "bool", True, "second network, weight-proportional resampling, paste, cross pseudo supervision",
+              important=True),
+        Param("tau", "int", 0, "iterations between weight updates (0 = 10 % of the run, clipped to 10-400)", min=0,
+              important=True),
+        Param("beta", "float", 0.1, "learning rate of the weights (Adam)", min=0, min_open=True),
+        Param("gamma_init", "float", 0.5, "initial trust weight", min=0, max=1),
+        Param("gamma_floor", "float", 0.1, "network 1 samples a weak patch at least this much", min=0, max=1),
+        Param("lam", "float", 4.0, "weight of the cross pseudo supervision term", min=0, important=True),
+        Param("cps_rampup", "float", 0.2, "share of training over which `lam` ramps up (sigmoid-shaped)", min=0),
+        Param("weak_outside", "choice", "background", "outside the weak shapes of an image: `background` (weak masks "
+              "are full coarse masks) or `ignore` (unknown)", choices=("background", "ignore")),
+        Param("max_weak_per_step", "int", 64, "weak instances scored per weight update (a random sample beyond)",
+              min=0, min_open=True),
+        Param("hyper_crop", "int", 256, "crop edge around each instance (and of strong crops) for the weight update",
+              min=0, min_open=True),
+        Param("strong_crops", "int", 8, "strong crops per weight update", min=0, min_open=True),
+        Param("dice_weight", "float", 1.0, "weight of the soft Dice term", min=0),
+    ))
     supports_multilabel = False
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
-        p = self.params
-        if p["weak_outside"] not in ("background", "ignore"):
-            raise MethodError(f"dii-dcr: weak_outside must be 'background' or 'ignore', got {p['weak_outside']!r}")
-        for key in ("gamma_init", "gamma_floor"):
-            if not 0.0 <= float(p[key]) <= 1.0:
-                raise MethodError(f"dii-dcr: {key} must be in [0, 1], got {p[key]}")
-        for key in ("beta", "hyper_crop", "max_weak_per_step", "strong_crops"):
-            if float(p[key]) <= 0:
-                raise MethodError(f"dii-dcr: {key} must be > 0, got {p[key]}")
-        if int(p["tau"]) < 0 or float(p["lam"]) < 0 or float(p["cps_rampup"]) < 0:
-            raise MethodError("dii-dcr: tau, lam and cps_rampup must be >= 0")
         self._index: _WeakIndex | None = None
         self._items: list[TrainingItem] | None = None
         self._opt: _hypergrad.GammaAdam | None = None

@@ -19,8 +19,7 @@ import torch
 
 from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE
 from ..data.strong_augment import StrongAugmentConfig, strong_augment
-from ._reference import DEFAULT_CHUNK_ELEMENTS
-from .base import MethodContext, MethodError
+from .base import MethodContext, Param, ParamSpec
 from .registry import register_method
 from .rpg import RPG
 
@@ -76,12 +75,17 @@ def _confident_share(pseudo: torch.Tensor, query: torch.Tensor, multilabel: bool
     return (known & query).float().sum() / query.float().sum().clamp_min(1.0)
 
 
-_FIXMATCH_DEFAULTS = {"tau": 0.95, "fixmatch_weight": 1.0, "n_ops": 2, "magnitude": 1.0, "cutout": 0.5}
+FIXMATCH_PARAMS = ParamSpec((
+    Param("tau", "float", 0.95, "confidence threshold of the weak-view pseudo-label", min=0, max=1,
+          min_open=True, max_open=True, important=True),
+    Param("fixmatch_weight", "float", 1.0, "weight of the strong-view (FixMatch) loss", min=0),
+    Param("n_ops", "int", 2, "strong view: RandAugment operations per sample", min=0),
+    Param("magnitude", "float", 1.0, "strong view: largest strength of each operation", min=0, max=1),
+    Param("cutout", "float", 0.5, "strong view: largest CutOut edge as a share of the patch edge", min=0, max=1),
+))
 
 
 def _check_fixmatch(params: dict[str, Any], name: str) -> None:
-    if not 0.0 < float(params["tau"]) < 1.0:
-        raise MethodError(f"{name}: tau must be in (0, 1), got {params['tau']}")
     StrongAugmentConfig(int(params["n_ops"]), float(params["magnitude"]), float(params["cutout"]))
 
 
@@ -91,11 +95,10 @@ class FixMatch(_FixMatchMixin, RPG):
 
     name = "fixmatch"
     description = "FixMatch: confident weak-view pseudo-labels learnt on a strong (RandAugment + CutOut) view"
-    defaults = {"unlabelled_batch": 0, "rampup": 0.1, "result_every": 50, "dice_weight": 1.0,
-                "pool": 1, "grid": 64, "k": 7000, "chunk_elements": DEFAULT_CHUNK_ELEMENTS, "rpg_weight": 0.0,
-                "weak_flip": True,
-                **_FIXMATCH_DEFAULTS}
-    important = ("tau", "unlabelled_batch")
+    params_spec = (RPG.params_spec.with_changes("pool", default=1, important=False)
+                   .with_changes("rpg_weight", default=0.0).with_changes("k", important=False)
+                   .with_changes("grid", important=False).with_changes("unlabelled_batch", important=True)
+                   + FIXMATCH_PARAMS)
     use_rpg = False
     use_fixmatch = True
 
@@ -117,8 +120,7 @@ class RPGPlus(_FixMatchMixin, RPG):
 
     name = "rpg+"
     description = "RPG+: reference-guided pseudo-labels plus FixMatch on a strongly augmented view"
-    defaults = {**RPG.defaults, **_FIXMATCH_DEFAULTS}
-    important = ("pool", "k", "tau")
+    params_spec = RPG.params_spec.with_changes("grid", important=False) + FIXMATCH_PARAMS
     use_rpg = True
     use_fixmatch = True
 

@@ -32,7 +32,7 @@ from ._deep_supervision import (
     image_level_loss,
     pool_mask_targets,
 )
-from .base import Method, MethodContext, MethodError
+from .base import Method, MethodContext, MethodError, Param, ParamSpec
 from .registry import register_method
 
 UNLABELED_MODES = ("none", "self", "mean-teacher")
@@ -61,33 +61,24 @@ class MLDS(Method):
 
     name = "mlds"
     description = "multi-label deep supervision: decoder heads with pooled targets, image-level tags, unlabeled images"
-    defaults: dict[str, Any] = {
-        "lambda_ds": 1.0,  # [A] weight of the deep-supervision sum
-        "lambda_image": 1.0,  # [A] weight of the image-level BCE
-        "tag_batch": 2,  # whole tagged images added to each batch (0 = none)
-        "dice_weight": 1.0,
-        "head_width": 64,
-        "unlabeled": "none",  # none | self | mean-teacher
-        "lambda_unlabeled": 1.0,  # [A] weight of the deep-head loss on pseudo-targets
-        "ema": 0.99,
-        "consistency": 1.0,  # [A] weight of the mean-teacher MSE
-        "rampup": 0.3,  # share of training over which unlabeled terms ramp up
-        "teacher_noise": 0.1,  # std of Gaussian noise on the teacher's input
-    }
-    important: tuple[str, ...] = ("lambda_ds", "lambda_image", "unlabeled")
+    params_spec = ParamSpec((
+        Param("lambda_ds", "float", 1.0, "weight of the deep-supervision heads", min=0, important=True),
+        Param("lambda_image", "float", 1.0, "weight of the image-level (tag) term", min=0, important=True),
+        Param("tag_batch", "int", 2, "whole tagged images added to each step (resized to the patch; 0 = none)", min=0),
+        Param("dice_weight", "float", 1.0, "weight of the soft Dice term", min=0),
+        Param("head_width", "int", 64, "channels of each deep head", min=1),
+        Param("unlabeled", "choice", "none", "unlabelled images: `self` = Self-Taught (the student's own "
+              "prediction), `mean-teacher` = an EMA teacher's", choices=UNLABELED_MODES, important=True),
+        Param("lambda_unlabeled", "float", 1.0, "weight of the deep-head loss on pseudo-targets", min=0),
+        Param("ema", "float", 0.99, "mean teacher: EMA decay", min=0, max=1, max_open=True),
+        Param("consistency", "float", 1.0, "mean teacher: weight of the MSE", min=0),
+        Param("rampup", "float", 0.3, "share of training over which the unlabelled terms ramp up", min=0),
+        Param("teacher_noise", "float", 0.1, "mean teacher: std of Gaussian noise on the teacher's input", min=0),
+    ))
     needs_target = False  # unlabeled / tagged images are drawn too
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(params)
-        mode = self.params["unlabeled"]
-        if mode not in UNLABELED_MODES:
-            raise MethodError(f"method {self.name!r}: unlabeled must be one of {UNLABELED_MODES}, got {mode!r}")
-        ema = float(self.params["ema"])
-        if not 0.0 <= ema < 1.0:
-            raise MethodError(f"method {self.name!r}: ema must be in [0, 1), got {ema}")
-        for key in ("lambda_ds", "lambda_image", "lambda_unlabeled", "consistency", "teacher_noise"):
-            if float(self.params[key]) < 0:
-                raise MethodError(f"method {self.name!r}: {key} must be >= 0, got {self.params[key]}")
         self._tags = TaggedImageSampler(0)
 
     @property
@@ -223,5 +214,4 @@ class MLDSMeanTeacher(MLDS):
 
     name = "mlds-mt"
     description = "MLDS + unlabeled images through an EMA mean teacher (or self-taught)"
-    defaults = {**MLDS.defaults, "unlabeled": "mean-teacher"}
-    important = ("lambda_ds", "lambda_image", "unlabeled", "ema")
+    params_spec = MLDS.params_spec.with_changes("unlabeled", default="mean-teacher").with_changes("ema", important=True)

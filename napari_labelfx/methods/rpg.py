@@ -31,7 +31,7 @@ from ..data.checks import known_mask
 from ..data.crop import crop_pad
 from . import losses
 from ._reference import DEFAULT_CHUNK_ELEMENTS, class_presence, pseudo_label_grid, sample_pool
-from .base import Method, MethodContext, MethodError
+from .base import Method, MethodContext, MethodError, Param, ParamSpec
 from .registry import register_method
 
 #: Unknown-pixel positions remembered per item for centring unlabelled patches.
@@ -209,21 +209,26 @@ class RPG(Method):
 
     name = "rpg"
     description = "reference-guided pseudo-labels: nearest annotated pixels in feature space, entropy-weighted"
-    defaults = {
-        "pool": 3, "grid": 64, "k": 7000, "unlabelled_batch": 0, "rpg_weight": 1.0, "rampup": 0.1,
-        "chunk_elements": DEFAULT_CHUNK_ELEMENTS, "result_every": 50, "dice_weight": 1.0, "weak_flip": True,
-    }
-    important = ("pool", "k", "grid")
+    params_spec = ParamSpec((
+        Param("pool", "int", 3, "annotated patches in the reference pool (p)", min=1, important=True),
+        Param("grid", "int", 64, "search grid edge s (features and labels resized to s x s)", min=1, important=True),
+        Param("k", "count_or_fraction", 7000, "nearest references for the entropy weight W: a count, or a "
+              "fraction of the pool", important=True),
+        Param("unlabelled_batch", "int", 0, "unlabelled patches per step (0 = the batch size)", min=0),
+        Param("rpg_weight", "float", 1.0, "weight of the pseudo-label loss", min=0),
+        Param("rampup", "float", 0.1, "share of training over which the unlabelled terms ramp up linearly", min=0),
+        Param("chunk_elements", "int", DEFAULT_CHUNK_ELEMENTS, "similarity elements per search chunk (memory bound; "
+              "2^22 = 16 MiB)", min=1),
+        Param("result_every", "int", 50, "iterations between pseudo-label result layers (0 = never)", min=0),
+        Param("dice_weight", "float", 1.0, "weight of the soft Dice term", min=0),
+        Param("weak_flip", "bool", True, "random flips as the weak view of unlabelled patches; turn off when a mirror "
+              "image swaps classes (left/right lung)"),
+    ))
     use_rpg = True
     use_fixmatch = False
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
-        if int(self.params["pool"]) < 1 or int(self.params["grid"]) < 1:
-            raise MethodError(f"{self.name}: pool and grid must be >= 1, got {self.params['pool']}, {self.params['grid']}")
-        k = self.params["k"]
-        if not (isinstance(k, (int, float)) and k > 0):
-            raise MethodError(f"{self.name}: k must be a positive count or a fraction in (0, 1], got {k!r}")
         self._drawer: PatchDrawer | None = None
         self._drawer_key: tuple[int, tuple[int, ...]] | None = None
         self._rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from . import losses
-from .base import Method, MethodContext
+from .base import Method, MethodContext, Param, ParamSpec
 from .registry import register_method
 
 
@@ -19,8 +19,10 @@ class Scribble(Method):
 
     name = "scribble"
     description = "scribbles: partial cross-entropy on painted pixels only"
-    defaults = {"class_balanced": True}
-    important = ("class_balanced",)
+    params_spec = ParamSpec((
+        Param("class_balanced", "bool", True,
+              "every painted class weighs the same, however many pixels it has", important=True),
+    ))
     supports_input_scale = True  # only the logits are used
 
     def loss(

@@ -31,7 +31,7 @@ import torch
 from ..annotations.kinds import IGNORE_INDEX, TrainingItem
 from ..tools.seamless import synthetic_like
 from .adele import Adele
-from .base import MethodContext, MethodError
+from .base import MethodContext, MethodError, Param
 from .registry import register_method
 from .rpg import PatchDrawer, stack
 
@@ -51,17 +51,19 @@ class Sissi(Adele):
 
     name = "sissi"
     description = "noisy labels: ADELE start, TTA-fused correction and synthetic-like (seamless cloned) images"
-    defaults = {**Adele.defaults, "blur_kernel": 71, "blur_sigma": 30.0, "synthetic_from_start": False,
-                "clean_source": "", "clean_batch": 0}
-    important = ("confidence", "epoch_iters", "blur_sigma", "clean_source")
+    params_spec = Adele.params_spec.with_changes("tta_flips", important=False).extend(
+        Param("blur_kernel", "int", 71, "blur kernel of the synthetic-like background (a weak blur: 21)", min=1),
+        Param("blur_sigma", "float", 30.0, "blur sigma of the synthetic-like background (a weak blur: 5)",
+              min=0, min_open=True, important=True),
+        Param("synthetic_from_start", "bool", False,
+              "synthetic images from the first epoch, not only after the start of correction"),
+        Param("clean_source", "text", "",
+              "a cleanly annotated dataset folder (eval layout); each step adds its patches", important=True),
+        Param("clean_batch", "int", 0, "clean patches per step (0 = as many as the batch: equal numbers)", min=0),
+    )
 
     def __init__(self, params: dict[str, Any] | None = None) -> None:
         super().__init__(params)
-        if int(self.params["blur_kernel"]) < 1 or float(self.params["blur_sigma"]) <= 0:
-            raise MethodError(f"{self.name}: blur_kernel must be >= 1 and blur_sigma > 0, got "
-                              f"{self.params['blur_kernel']} and {self.params['blur_sigma']}")
-        if int(self.params["clean_batch"]) < 0:
-            raise MethodError(f"{self.name}: clean_batch must be >= 0, got {self.params['clean_batch']}")
         self.real_images: list[np.ndarray] = []
         self.clean_items: list[TrainingItem] = []
         self._clean_drawer: PatchDrawer | None = None

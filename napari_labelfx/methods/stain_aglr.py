@@ -29,7 +29,7 @@ from torch import nn
 from ..data.stain_augment import HEDJitter
 from ..models.blocks import conv_nd
 from . import losses
-from .base import Method, MethodContext, MethodError
+from .base import Method, MethodContext, MethodError, Param, ParamSpec
 from .registry import register_method
 
 
@@ -84,23 +84,17 @@ class StainAgLr(Method):
 
     name = "stain-aglr"
     description = "stain-agnostic training (H&E): HED-jitter consistency + feature regeneration; strong masks"
-    defaults = {
-        "reg_weight": 0.1,
-        "cons_weight": 10.0,
-        "hed_sigma": 0.05,
-        "hed_bias": 0.05,
-        "regen_hidden": 16,
-        "dice_weight": 1.0,
-    }
-    important = ("cons_weight", "reg_weight")
+    params_spec = ParamSpec((
+        Param("reg_weight", "float", 0.1, "weight of the regeneration loss", min=0, important=True),
+        Param("cons_weight", "float", 10.0, "weight of the consistency loss", min=0, important=True),
+        Param("hed_sigma", "float", 0.05, "HED jitter: range of the scale", min=0),
+        Param("hed_bias", "float", 0.05, "HED jitter: range of the shift", min=0),
+        Param("regen_hidden", "int", 16, "channels of the regeneration head", min=1),
+        Param("dice_weight", "float", 1.0, "weight of the soft Dice term", min=0),
+    ))
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         super().__init__(params)
-        for key in ("reg_weight", "cons_weight", "hed_sigma", "hed_bias", "dice_weight"):
-            if float(self.params[key]) < 0:
-                raise MethodError(f"stain-aglr: {key} must be >= 0, got {self.params[key]}")
-        if int(self.params["regen_hidden"]) < 1:
-            raise MethodError(f"stain-aglr: regen_hidden must be >= 1, got {self.params['regen_hidden']}")
         self.jitter = HEDJitter(sigma=float(self.params["hed_sigma"]), bias=float(self.params["hed_bias"]))
         self._rng: np.random.Generator | None = None
 

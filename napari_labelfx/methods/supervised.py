@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from . import losses
-from .base import Method, MethodContext
+from .base import Method, MethodContext, Param, ParamSpec
 from .registry import register_method
 
 
@@ -20,8 +20,11 @@ class Supervised(Method):
 
     name = "supervised"
     description = "strong masks: cross-entropy + soft Dice (BCE + Dice per class when multi-label)"
-    defaults = {"ce_weight": 1.0, "dice_weight": 1.0, "dice_include_background": False}
-    important = ()
+    params_spec = ParamSpec((
+        Param("ce_weight", "float", 1.0, "weight of the cross-entropy (BCE) term", min=0),
+        Param("dice_weight", "float", 1.0, "weight of the soft Dice term", min=0),
+        Param("dice_include_background", "bool", False, "Dice also over the background class"),
+    ))
     supports_input_scale = True  # only the logits are used
 
     def loss(
