@@ -69,6 +69,10 @@ def test_default_path_shows_the_forest_first_then_keeps_both(tmp_path):
     assert kinds[0] == UpdateKind.STARTED and kinds[-1] == UpdateKind.FINISHED, ups[-1].data
     first_preview = next(u for u in ups if u.kind == UpdateKind.PREVIEW)
     assert first_preview.data["source"] == "forest"
+    # a quick forest answers first, the full one (whose pseudo-labels the network learns) follows
+    forest_fits = [u.data["quick"] for u in ups if u.kind == UpdateKind.PROGRESS and u.data["source"] == "forest"]
+    assert forest_fits[:2] == [True, False]
+    assert [len(f.estimators_) for f in trainer.forest.forest.forests] == [8]
     # the forest is scored before the network has taken a step
     assert kinds.index(UpdateKind.PREVIEW) < next(i for i, u in enumerate(ups)
                                                   if u.kind == UpdateKind.PROGRESS and u.data["source"] == "network")

@@ -253,7 +253,8 @@ def test_live_mode_refits_after_new_strokes_and_stops():
         time.sleep(0.05)
     more = TrainingItem(image[None], scribbles(mask, seed=2, frac=0.05), LabelKind.SCRIBBLE, name="a")
     trainer.set_items([more])  # the person painted more strokes
-    while sum(u.kind == UpdateKind.PROGRESS for u in seen) < 2 and time.time() < deadline:
+    # the quick first forest, its refinement, then the new strokes (quick, then refined)
+    while sum(u.kind == UpdateKind.PROGRESS for u in seen) < 4 and time.time() < deadline:
         time.sleep(0.05)
     trainer.request_preview(0, (slice(10, 50), slice(20, 60)))
     while seen[-1].kind != UpdateKind.PREVIEW or seen[-1].data["region"] != ((10, 50), (20, 60)):
@@ -265,8 +266,55 @@ def test_live_mode_refits_after_new_strokes_and_stops():
     kinds = [u.kind for u in seen]
     assert kinds.count(UpdateKind.PROGRESS) >= 2 and kinds[-1] == UpdateKind.FINISHED
     assert seen[-1].data["reason"] == "stopped"
-    assert trainer.history[1]["n_samples"] > trainer.history[0]["n_samples"]
+    fits = [h for h in trainer.history if h["kind"] == "train"]
+    assert fits[0]["quick"] and not fits[1]["quick"]  # a quick answer first, refined while idle
+    assert fits[-1]["n_samples"] > fits[0]["n_samples"]  # the new strokes were used
+    assert not trainer.quick  # what is kept is the full forest
     assert trainer.cache.hits > 0  # the refit reused the cached feature tiles
+
+
+def test_live_first_answer_is_quick_and_stop_keeps_the_full_forest(tmp_path):
+    image, mask = blobs()
+    item = TrainingItem(image[None], scribbles(mask, seed=1, frac=0.05), LabelKind.SCRIBBLE, name="a")
+    cfg = TrainConfig(method="forest", method_params={"n_trees": 40, "sigmas": "0.3,1,2", "live": True},
+                      val_fraction=0.0, output_dir=str(tmp_path / "run"))
+    trainer = make_trainer(cfg, [item], ["background", "nucleus"])
+    seen = []
+    for upd in trainer.updates():
+        seen.append(upd)
+        if upd.kind == UpdateKind.PREVIEW:
+            trainer.control.stop()  # Stop at once, before the refinement could run
+    fits = [h for h in trainer.history if h["kind"] == "train"]
+    assert fits[0]["quick"] and not fits[-1]["quick"]
+    assert [len(f.estimators_) for f in trainer.forest.forests] == [40]
+    from napari_labelfx.inference import Predictor
+
+    saved = Predictor.from_folder(tmp_path / "run" / "best")  # the saved model is the full forest
+    assert saved.forest.settings.n_trees == 40
+
+
+def test_prefetched_features_serve_the_first_fit():
+    from napari_labelfx.engine.forest_trainer import live_filter_bank
+    from napari_labelfx.forest.tiles import drop_shared_cache, image_digest, image_tiles, prefetch_features, shared_cache
+
+    drop_shared_cache()
+    image, mask = blobs()
+    params = {"sigmas": "0.3,1,2", "n_trees": 8}
+    bank = live_filter_bank("forest", params, 2)
+    assert live_filter_bank("supervised", params, 2) is None
+    prefetch_features(image[None], bank).join(60)
+    cache = shared_cache(bank)
+    digest = image_digest(image[None])
+    assert all(cache.has(digest, t) for t in image_tiles(image.shape))
+    misses = cache.misses
+    item = TrainingItem(image[None], scribbles(mask, seed=1, frac=0.05), LabelKind.SCRIBBLE, name="a")
+    cfg = TrainConfig(method="forest", method_params={**params, "live": True}, val_fraction=0.0)
+    trainer = make_trainer(cfg, [item], ["background", "nucleus"])
+    for upd in trainer.updates():
+        if upd.kind == UpdateKind.PREVIEW:
+            trainer.control.stop()
+    assert trainer.cache is cache and cache.misses == misses  # nothing computed again
+    drop_shared_cache()
 
 
 def test_training_methods_list_the_default_path_first():

@@ -43,3 +43,15 @@ def test_best_model_keeps_the_best_weights_and_counts_bad_validations():
     assert torch.equal(net.weight, kept)
     best.reset()
     assert math.isinf(best.best_val) and best.bad_validations == 0 and best.best_or_none is None
+
+
+def test_wall_rate_counts_previews_but_not_pauses():
+    w = LossWindow(t_start=0.0)
+    for _ in range(10):
+        w.add(torch.tensor(1.0), {})
+    w.exclude(5.0)  # a preview: not training, but the person waited for it
+    w.exclude(100.0, waited=False)  # a pause: neither
+    _, _, its = w.close(now=115.0)
+    assert its == pytest.approx(1.0)  # 10 steps in 10 s of training
+    assert w.wall_its_per_s == pytest.approx(10 / 15)  # what the progress bar shows advancing
+    assert w.work_s == 0.0  # the next window starts clean

@@ -127,6 +127,8 @@ class AutoTrainer:
         self._preview_request: tuple[int, tuple[slice, ...] | None] = (0, None)
         self._started = False
         self._t_start = time.perf_counter()
+        #: someone watches (the panel): a quick forest first, features from the shared cache
+        self._interactive = True
 
     # -- the trainer interface -------------------------------------------------------------------------
     @property
@@ -154,6 +156,7 @@ class AutoTrainer:
         """Train to the end; raise ``TrainingFailed`` on failure."""
         from .trainer import TrainingFailed
 
+        self._interactive = False  # a batch run: nobody waits for a quick first forest
         last = 0
         for upd in self.updates():
             if upd.kind == UpdateKind.PROGRESS and progress is not None and upd.data.get("source") == "network":
@@ -365,6 +368,14 @@ class AutoTrainer:
             "device": "cpu", "method": "auto", "total": cfg.iterations, "start_iteration": 0, "amp": False,
             "n_items": len(self.forest.items), "validation": cfg.val_fraction > 0,
         })
+        if self._interactive:
+            from ..forest.tiles import shared_cache
+
+            self.forest.cache = shared_cache(self.forest.bank)  # features the panel prefetched
+            if self.forest.quick_differs:  # a first answer within about a second, refined at once
+                for upd in self.forest._fit(self.forest.items, validate=False, quick=True):
+                    yield Update(upd.kind, 0, cfg.iterations, {**upd.data, "source": "forest"})
+                yield self._forest_preview()
         # scored later, on the network's held-out split (the same pixels for both learners)
         for upd in self.forest._fit(self.forest.items, validate=False):
             yield Update(upd.kind, 0, cfg.iterations, {**upd.data, "source": "forest"})

@@ -43,16 +43,28 @@ class LossWindow:
             self.terms[k] = v if k not in self.terms else self.terms[k] + v
         self.n += 1
 
-    def exclude(self, seconds: float) -> None:
-        """Leave ``seconds`` of non-training time out of the iterations per second."""
+    #: seconds of previews and validation in this window: left out of the throughput, but the person
+    #: waits through them, so they count in :attr:`wall_its_per_s`
+    work_s: float = 0.0
+    #: iterations per second of the last closed window as the person sees them (pauses excluded)
+    wall_its_per_s: float = 0.0
+
+    def exclude(self, seconds: float, waited: bool = True) -> None:
+        """Leave ``seconds`` of non-training time out of the iterations per second.
+
+        ``waited``: the time still passes for the person (previews, validation; not pauses).
+        """
         self.t_start += seconds
+        if waited:
+            self.work_s += seconds
 
     def close(self, now: float) -> tuple[float, dict[str, float], float]:
         """Mean loss, mean terms and iterations per second of the window; then start a new one at ``now``."""
         mean_loss = float(self.loss) / self.n
         losses = {k: float(v) / self.n for k, v in self.terms.items()}
         its = self.n / max(now - self.t_start, 1e-9)
-        self.loss, self.terms, self.n, self.t_start = None, {}, 0, now
+        self.wall_its_per_s = self.n / max(now - self.t_start + self.work_s, 1e-9)
+        self.loss, self.terms, self.n, self.t_start, self.work_s = None, {}, 0, now, 0.0
         return mean_loss, losses, its
 
 
@@ -130,3 +142,5 @@ class RunState:
     best: BestModel = field(default_factory=BestModel)
     progress_sent: bool = False
     lr: float = 0.0  # the learning rate of the last step
+    preview_s: float = 0.0  # seconds spent on timed and requested previews
+    paused_s: float = 0.0  # seconds paused

@@ -7,6 +7,7 @@ refits after each stroke reuse them.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -36,13 +37,19 @@ def image_digest(image: np.ndarray) -> str:
 
 
 class FeatureCache:
-    """LRU cache of feature tiles keyed by (image fingerprint, tile), bounded in bytes."""
+    """LRU cache of feature tiles keyed by (image fingerprint, tile), bounded in bytes.
+
+    Thread-safe: the panel's prefetch thread and a trainer may ask for the same tile at once; the
+    second caller waits for the first one's result instead of computing the tile again.
+    """
 
     def __init__(self, bank: FilterBank, max_bytes: int = CACHE_BYTES) -> None:
         self.bank = bank
         self.max_bytes = int(max_bytes)
         self._tiles: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
+        self._computing: dict[tuple, threading.Event] = {}
         self.hits = 0
         self.misses = 0
 
@@ -51,24 +58,104 @@ class FeatureCache:
         if digest is None:
             return self.bank.compute_region(image, region)
         key = (digest, tuple((s.start, s.stop) for s in region))
-        hit = self._tiles.get(key)
-        if hit is not None:
-            self._tiles.move_to_end(key)
-            self.hits += 1
-            return hit
-        self.misses += 1
-        feats = self.bank.compute_region(image, region)
-        if feats.nbytes <= self.max_bytes:
-            self._tiles[key] = feats
-            self._bytes += feats.nbytes
-            while self._bytes > self.max_bytes and self._tiles:
-                _, old = self._tiles.popitem(last=False)
-                self._bytes -= old.nbytes
+        while True:
+            with self._lock:
+                hit = self._tiles.get(key)
+                if hit is not None:
+                    self._tiles.move_to_end(key)
+                    self.hits += 1
+                    return hit
+                busy = self._computing.get(key)
+                if busy is None:
+                    busy = self._computing[key] = threading.Event()
+                    self.misses += 1
+                    break
+            busy.wait()  # another thread computes this tile; then it is in the cache (or too big)
+            with self._lock:
+                if key not in self._tiles:
+                    break  # not kept (larger than the cache): compute it here
+        try:
+            feats = self.bank.compute_region(image, region)
+            with self._lock:
+                if feats.nbytes <= self.max_bytes and key not in self._tiles:
+                    self._tiles[key] = feats
+                    self._bytes += feats.nbytes
+                    while self._bytes > self.max_bytes and self._tiles:
+                        _, old = self._tiles.popitem(last=False)
+                        self._bytes -= old.nbytes
+        finally:
+            with self._lock:
+                done = self._computing.pop(key, None)
+            if done is not None:
+                done.set()
         return feats
 
+    def has(self, digest: str, region: tuple[slice, ...]) -> bool:
+        """Whether the features of ``region`` of the image ``digest`` are cached."""
+        with self._lock:
+            return (digest, tuple((s.start, s.stop) for s in region)) in self._tiles
+
     def clear(self) -> None:
-        self._tiles.clear()
-        self._bytes = 0
+        with self._lock:
+            self._tiles.clear()
+            self._bytes = 0
+
+
+_SHARED: dict[str, Any] = {"key": None, "cache": None}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_cache(bank: FilterBank) -> FeatureCache:
+    """The process-wide feature cache for ``bank`` (live training and the panel's prefetch share it).
+
+    One bank at a time: asking for another bank (other sigmas or filters) drops the old features.
+    """
+    key = repr(sorted(bank.to_dict().items()))
+    with _SHARED_LOCK:
+        if _SHARED["key"] != key:
+            _SHARED["key"], _SHARED["cache"] = key, FeatureCache(bank)
+        return _SHARED["cache"]
+
+
+def drop_shared_cache() -> None:
+    """Forget the process-wide features (e.g. when the panel closes)."""
+    with _SHARED_LOCK:
+        _SHARED["key"] = _SHARED["cache"] = None
+
+
+def image_tiles(spatial: Sequence[int], region: Sequence[slice] | None = None) -> list[tuple[slice, ...]]:
+    """The cache's tiles of an image of shape ``spatial`` that meet ``region`` (None: all tiles)."""
+    tiles = tile_grid(spatial, TILE[len(spatial)])
+    if region is None:
+        return tiles
+    return [t for t in tiles if all(a.start < (d if b.stop is None else b.stop) and (b.start or 0) < a.stop
+                                    for a, b, d in zip(t, region, spatial))]
+
+
+def prefetch_features(image: np.ndarray, bank: FilterBank, region: Sequence[slice] | None = None,
+                      max_tiles: int = 4) -> threading.Thread:
+    """Compute the features of ``region``'s tiles of a normalised ``(C, *spatial)`` image in the background.
+
+    Live training starts from these features instead of computing them after Start (the time a person
+    spends choosing settings is otherwise idle). At most ``max_tiles`` tiles, nearest the region's
+    centre first; the result lands in :func:`shared_cache` under the image's digest.
+    """
+    cache = shared_cache(bank)
+    spatial = tuple(int(d) for d in image.shape[1:])
+    tiles = image_tiles(spatial, region)
+    if region is not None:
+        centre = [((r.start or 0) + (d if r.stop is None else r.stop)) / 2 for r, d in zip(region, spatial)]
+        tiles.sort(key=lambda t: sum(((s.start + s.stop) / 2 - c) ** 2 for s, c in zip(t, centre)))
+    tiles = tiles[:max_tiles]
+
+    def _run() -> None:
+        digest = image_digest(image)
+        for t in tiles:
+            cache.features(image, t, digest)
+
+    thread = threading.Thread(target=_run, daemon=True, name="labelfx-prefetch-features")
+    thread.start()
+    return thread
 
 
 def labelled_mask(target: np.ndarray, multilabel: bool) -> np.ndarray:

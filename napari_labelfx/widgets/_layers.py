@@ -233,12 +233,17 @@ def accept_result_layer(viewer: Any, layer: Any, kind: str = "strong") -> Any:
 MAX_PREVIEW_SIDE = 4096
 
 
+def viewer_camera(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    return getattr(getattr(viewer, "scene", None), "camera", None) or viewer.camera
+
+
 def _view_box(viewer: Any, image_layer: Any, nd: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Data coordinates (last two axes) of the canvas's top-left and bottom-right corners, or None
     when the canvas size is unknown (no window yet)."""
     if getattr(viewer.dims, "ndisplay", 2) != 2:
         return None  # a 3D rendering shows no plane: use the centre window
-    camera = getattr(getattr(viewer, "scene", None), "camera", None) or viewer.camera
+    camera = viewer_camera(viewer)
     canvas = getattr(viewer, "canvas", None)
     size = getattr(canvas, "size", None) if canvas is not None else None
     if size is None:
@@ -267,7 +272,7 @@ def visible_region(viewer: Any, image_layer: Any, max_side: int = MAX_PREVIEW_SI
     shape = image_spatial_shape(image_layer)
     nd = len(shape)
     try:
-        center_world = list(viewer.camera.center)[-2:]
+        center_world = list(viewer_camera(viewer).center)[-2:]
         full_world = list(viewer.dims.point)
         full_world[-2:] = center_world
         center = np.asarray(image_layer.world_to_data(full_world))[-nd:]

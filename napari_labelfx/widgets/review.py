@@ -159,7 +159,9 @@ class ReviewWidget(QWidget):
         nd = len(ch.centre)
         if self.viewer.dims.ndisplay == 2 and nd > 2:
             self.viewer.dims.set_point(range(self.viewer.dims.ndim - nd, self.viewer.dims.ndim - 2), world[:-2])
-        self.viewer.camera.center = tuple(world[-self.viewer.dims.ndisplay:])
+        from ._layers import viewer_camera
+
+        viewer_camera(self.viewer).center = tuple(world[-self.viewer.dims.ndisplay:])
 
     def step(self, delta: int) -> None:
         """Go to the next (``delta=1``) or previous pending-or-not change."""
