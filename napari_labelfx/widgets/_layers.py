@@ -14,6 +14,7 @@ from ..annotations.kinds import LabelKind
 CLASS_TABLE_KEY = "labelfx_class_table"
 KIND_KEY = "labelfx_kind"
 RESULT_KEY = "labelfx_result"  # marks layers the plugin owns (predictions, confidence, pseudo-labels)
+IMAGE_KEY = "labelfx_image"  # on an annotation layer: the name of the image layer it annotates
 
 
 def image_spatial_shape(layer: Any) -> tuple[int, ...]:
@@ -56,6 +57,9 @@ def annotation_layers_for(viewer: Any, image_layer: Any) -> list[Any]:
         kind = layer.metadata.get(KIND_KEY)
         if kind is None:
             continue
+        owner = layer.metadata.get(IMAGE_KEY)
+        if owner and owner != image_layer.name and owner in viewer.layers:
+            continue  # it annotates another open image (of the same shape)
         ltype = layer.__class__.__name__
         if ltype == "Labels" and tuple(layer.data.shape) == shape:
             out.append(layer)

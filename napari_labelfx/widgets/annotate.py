@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -41,16 +40,10 @@ class AnnotateWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self._updating = False
-        # a scroll area keeps the groups from overlapping when the dock is short
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setMinimumHeight(300)
-        inner = QWidget()
-        scroll.setWidget(inner)
-        outer.addWidget(scroll)
-        lay = QVBoxLayout(inner)
+        from ._layout import scroll_body
+
+        # a scroll area keeps the groups from overlapping when the dock is short (a laptop screen)
+        lay = scroll_body(self)
 
         row = QHBoxLayout()
         row.addWidget(QLabel("Image"))
@@ -75,8 +68,9 @@ class AnnotateWidget(QWidget):
         row.addWidget(self.new_kind_combo)
         row.addWidget(self.new_layer_btn)
         bl.addLayout(row)
-        self.hint = QLabel()
-        self.hint.setWordWrap(True)
+        from ._layout import wrapping_label
+
+        self.hint = wrapping_label()
         bl.addWidget(self.hint)
         lay.addWidget(box)
 
@@ -230,7 +224,8 @@ class AnnotateWidget(QWidget):
             extra["colormap"] = {**table.label_colors(scribble=True), None: "transparent"}
         layer = self.viewer.add_labels(
             np.zeros(shape, np.uint16), name=f"{kind} labels", scale=tuple(image.scale)[-nd:],
-            translate=tuple(image.translate)[-nd:], metadata={_layers.KIND_KEY: LabelKind(kind).value}, **extra,
+            translate=tuple(image.translate)[-nd:],
+            metadata={_layers.KIND_KEY: LabelKind(kind).value, _layers.IMAGE_KEY: image.name}, **extra,
         )
         # scribbles paint class index + 1: start with the first foreground class selected
         layer.selected_label = 2 if kind == LabelKind.SCRIBBLE.value else 1
@@ -421,7 +416,8 @@ class AnnotateWidget(QWidget):
             _layers.set_class_table(layer, aset.class_table)
             layer.metadata[TAGS_KEY] = {k: set(v) for k, v in img.tags.items()}
             for ann in img.layers:
-                meta = {_layers.KIND_KEY: LabelKind(ann.kind).value}
+                # the layer names its image: a project of same-sized images trains each on its own labels
+                meta = {_layers.KIND_KEY: LabelKind(ann.kind).value, _layers.IMAGE_KEY: layer.name}
                 if getattr(ann, "shapes", None):
                     verts = [np.asarray(v) for v, _ in ann.shapes]
                     types = [t for _, t in ann.shapes]

@@ -17,10 +17,8 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QLabel,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -71,7 +69,9 @@ class GenerateLabelsWidget(QWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        layout = QVBoxLayout(self)
+        from ._layout import scroll_body, wrapping_label
+
+        layout = scroll_body(self)  # scrolls when docked with other panels on a short screen
         form = QFormLayout()
         self.image_combo = QComboBox()
         form.addRow("Image", self.image_combo)
@@ -108,8 +108,7 @@ class GenerateLabelsWidget(QWidget):
         self.mark_btn = QPushButton("Mark selected Labels layer as noisy")
         self.mark_btn.clicked.connect(self.mark_selected_noisy)
         layout.addWidget(self.mark_btn)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = wrapping_label("")
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.viewer.layers.events.inserted.connect(self._refresh)

@@ -20,13 +20,11 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QListWidget,
     QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
@@ -123,12 +121,27 @@ class TrainWidget(QWidget):
     # -- UI ------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
         from ..engine.factory import training_methods
+        from ._layout import follow_content, scroll_body, wrapping_label
 
-        lay = QVBoxLayout(self)
+        lay = scroll_body(self, main=True)  # the content scrolls: the panel fits a laptop screen next to others
         form = QFormLayout()
         self.image_combo = QComboBox()
         self.image_combo.currentIndexChanged.connect(self._refresh_annotation_list)
         form.addRow("Image", self.image_combo)
+        from ._multi import TRAIN_ON, choose_project
+
+        self.train_on_combo = QComboBox()
+        self.train_on_combo.addItems(TRAIN_ON)
+        self.train_on_combo.setToolTip("this image: its ticked annotation layers; all annotated images: every open "
+                                       "image with annotation layers, one training; annotation project: every "
+                                       "image of a project folder (Annotate panel > Save)")
+        self.train_project: str | None = None
+        self.project_label = wrapping_label("")
+        self.project_label.setVisible(False)
+        self.train_on_combo.textActivated.connect(
+            lambda text: choose_project(self) if text == TRAIN_ON[-1] else None)
+        form.addRow("Train on", self.train_on_combo)
+        form.addRow("", self.project_label)
         self.annotation_list = QListWidget()
         self.annotation_list.setMaximumHeight(90)
         form.addRow("Annotations", self.annotation_list)
@@ -142,6 +155,24 @@ class TrainWidget(QWidget):
         self.preset_combo.currentTextChanged.connect(self._apply_preset)
         form.addRow("Model size", self.preset_combo)
         lay.addLayout(form)
+        # Start and the run's status come before the (folded) settings: on a laptop screen they are
+        # in view without scrolling
+        row = QHBoxLayout()
+        self.start_btn = QPushButton("Start")
+        self.pause_btn = QPushButton("Pause")
+        self.stop_btn = QPushButton("Stop")
+        self.start_btn.clicked.connect(self.start)
+        self.pause_btn.clicked.connect(self.toggle_pause)
+        self.stop_btn.clicked.connect(self.stop)
+        for b in (self.start_btn, self.pause_btn, self.stop_btn):
+            row.addWidget(b)
+        lay.addLayout(row)
+        self.progress = QProgressBar()
+        lay.addWidget(self.progress)
+        self.status = wrapping_label("Paint labels, then press Start.")
+        lay.addWidget(self.status)
+        self.showing = wrapping_label("")  # which learner's prediction the person is looking at
+        lay.addWidget(self.showing)
 
         adv = QWidget()
         aform = QFormLayout(adv)
@@ -176,11 +207,11 @@ class TrainWidget(QWidget):
         self.objects_check = QCheckBox("Predict also splits objects (one id per nucleus/cell)")
         self.objects_check.setChecked(True)
         aform.addRow("", self.objects_check)
-        self.advanced = QCollapsible("Advanced settings")
+        self.advanced = follow_content(QCollapsible("Advanced settings"))
         self.advanced.addWidget(adv)
         lay.addWidget(self.advanced)
         self.method_params = MethodParamsForm()
-        self.method_settings = QCollapsible("Method settings")
+        self.method_settings = follow_content(QCollapsible("Method settings"))
         self.method_settings.addWidget(self.method_params)
         self.method_settings.expand(animate=False)  # the few important settings show; the rest fold
         lay.addWidget(self.method_settings)
@@ -189,24 +220,6 @@ class TrainWidget(QWidget):
         self._apply_preset(self.preset_combo.currentText())
         self.runner_combo.setCurrentText(self._initial_runner_mode)
 
-        row = QHBoxLayout()
-        self.start_btn = QPushButton("Start")
-        self.pause_btn = QPushButton("Pause")
-        self.stop_btn = QPushButton("Stop")
-        self.start_btn.clicked.connect(self.start)
-        self.pause_btn.clicked.connect(self.toggle_pause)
-        self.stop_btn.clicked.connect(self.stop)
-        for b in (self.start_btn, self.pause_btn, self.stop_btn):
-            row.addWidget(b)
-        lay.addLayout(row)
-        self.progress = QProgressBar()
-        lay.addWidget(self.progress)
-        self.status = QLabel("Paint labels, then press Start.")
-        self.status.setWordWrap(True)
-        lay.addWidget(self.status)
-        self.showing = QLabel("")  # which learner's prediction the person is looking at
-        self.showing.setWordWrap(True)
-        lay.addWidget(self.showing)
         self.plot = LossPlot()
         lay.addWidget(self.plot)
 
@@ -223,6 +236,18 @@ class TrainWidget(QWidget):
         for b in (self.predict_btn, self.save_btn, self.load_btn, self.export_btn):
             row2.addWidget(b)
         lay.addLayout(row2)
+        row_many = QHBoxLayout()
+        self.predict_all_btn = QPushButton("Predict all images")
+        self.predict_all_btn.setToolTip("Predict the image layers selected in the layer list (two or more), "
+                                        "else every open image")
+        self.predict_all_btn.clicked.connect(lambda: self.predict_all())
+        self.predict_folder_btn = QPushButton("Predict folder...")
+        self.predict_folder_btn.setToolTip("Predict every image file of a folder into another folder: "
+                                           "<name>_labels.tif (and <name>_objects.tif) per image")
+        self.predict_folder_btn.clicked.connect(lambda: self.predict_folder())
+        row_many.addWidget(self.predict_all_btn)
+        row_many.addWidget(self.predict_folder_btn)
+        lay.addLayout(row_many)
         row3 = QHBoxLayout()
         self.accept_btn = QPushButton("Accept selected result")
         self.accept_btn.setToolTip(
@@ -303,6 +328,8 @@ class TrainWidget(QWidget):
         self.pause_btn.setEnabled(running)
         self.stop_btn.setEnabled(running)
         self.predict_btn.setEnabled(not running)
+        self.predict_all_btn.setEnabled(not running)
+        self.predict_folder_btn.setEnabled(not running)
         self.load_btn.setEnabled(not running)
         self.export_btn.setEnabled(not running)
 
@@ -370,22 +397,14 @@ class TrainWidget(QWidget):
         if self.runner is not None and self.runner.running:
             show_info("Training is already running.")
             return
-        image = self.image_layer
-        if image is None:
-            show_error("LabelFX: add an image layer first.")
-            return
-        layers = self.selected_annotation_layers()
-        if not layers:
-            show_error(
-                "LabelFX: no annotation layer for this image. Add a Labels layer, set its kind in the "
-                "Annotate panel (strong, scribble, weak, noisy) and paint some pixels."
-            )
-            return
-        try:
-            items, class_names, multilabel = _layers.collect_items(self.viewer, image, layers)
+        from ._multi import collect_run
+
+        try:  # this image, every annotated image or a project (the "Train on" choice)
+            run = collect_run(self)
         except ValueError as exc:
             show_error(f"LabelFX: {exc}")
             return
+        items, class_names, multilabel, layers = run.items, run.class_names, run.multilabel, run.watched
         # the previous run's temporary folder can no longer be saved from this panel once a new run
         # replaces it: remove it now rather than let runs pile up under the temp folder
         self._guard.stop_runner()
@@ -416,13 +435,15 @@ class TrainWidget(QWidget):
         self._dirty = False
         self.runner.start()
         self._guard.runner = self.runner
-        _layers.ensure_result_layers(self.viewer, image)
-        self._last_region = None
+        self._run = run
+        for shown in {id(im): im for im in run.images if im is not None}.values():
+            _layers.ensure_result_layers(self.viewer, shown)
+        self._last_region = self._last_target = None
         self._run_spatial = cfg["spatial"]
         self._request_preview()
         self._set_running(True)
         self.pause_btn.setText("Pause")
-        self.status.setText(f"Starting {cfg['method']} training on {image.name} ...")
+        self.status.setText(f"Starting {cfg['method']} training on {run.description} ...")
         self.showing.setText("")
         self._source = self._forest_dice = self._net_dice = None
         self._poll_timer.start()
@@ -462,13 +483,17 @@ class TrainWidget(QWidget):
     def _request_preview(self) -> None:
         """Tell the trainer which region is in view, when it changed: the trainer previews it after
         the current step, then on its own schedule (within its preview time budget)."""
-        if self.runner is None or self.image_layer is None:
+        from ._multi import preview_target
+
+        target = preview_target(self) if self.runner is not None else None
+        if target is None:
             return
-        region = _layers.visible_region(self.viewer, self.image_layer)
-        if region == getattr(self, "_last_region", None):
+        index, image = target  # with several images: the one chosen in the panel, when it is trained on
+        region = _layers.visible_region(self.viewer, image)
+        if (index, region) == getattr(self, "_last_target", None):
             return
-        self._last_region = region
-        self.runner.request_preview(0, tuple(slice(a, b) for a, b in region))
+        self._last_region, self._last_target = region, (index, region)
+        self.runner.request_preview(index, tuple(slice(a, b) for a, b in region))
 
     def _on_dims_step(self, *_: Any) -> None:
         """The person moved to another slice: the live preview follows it (a short delay groups the
@@ -484,14 +509,17 @@ class TrainWidget(QWidget):
         if not self._dirty:
             return
         self._dirty = False
+        from ._multi import refresh_items
+
         try:
-            items, _, _ = _layers.collect_items(self.viewer, self.image_layer, self.selected_annotation_layers())
+            items = refresh_items(self)
         except ValueError as exc:
             from napari.utils.notifications import show_warning
 
             show_warning(f"LabelFX: new annotations not sent: {exc}")
             return
-        self.runner.send_items(items)
+        if items is not None:
+            self.runner.send_items(items)
 
     def _drain_updates(self) -> None:
         if self.runner is None:
@@ -524,13 +552,15 @@ class TrainWidget(QWidget):
                 self.plot.add_val(upd.iteration, float(d.get("val_loss", np.nan)))
             self._show_comparison(d)
         elif kind == UpdateKind.PREVIEW:
-            image = self.image_layer
             from ..engine.sizing import MIN_PREVIEW_ITERATIONS_3D
+            from ._multi import run_image
+
+            image = run_image(self, int(d.get("image_index", 0)))
 
             if (getattr(self, "_run_spatial", "2d") == "3d" and d.get("source") != "forest"
                     and upd.iteration < MIN_PREVIEW_ITERATIONS_3D):
                 pass  # an untrained 3D network's prediction floods the slice: wait until it has learnt
-            elif image is not None and d.get("image_index", 0) == 0:
+            elif image is not None:
                 _layers.apply_preview(self.viewer, image, d)
                 self._show_source(d.get("source"))
                 self.preview_count += 1
@@ -546,7 +576,9 @@ class TrainWidget(QWidget):
         elif kind == UpdateKind.LOG:
             self.status.setText(str(d.get("message", "")))
         elif kind == UpdateKind.RESULT:
-            image = self.image_layer
+            from ._multi import run_image
+
+            image = run_image(self, int(d.get("image_index", 0)))
             if image is not None:
                 _layers.apply_result(self.viewer, image, d)
             for it, label in d.get("markers", []):
@@ -678,6 +710,18 @@ class TrainWidget(QWidget):
         from ._predict import predict_in_panel
 
         return predict_in_panel(self)
+
+    def predict_all(self, images: list[Any] | None = None) -> Any:
+        """Predict several image layers (the selected ones, else all) in one worker; see ``_multi``."""
+        from ._multi import predict_layers
+
+        return predict_layers(self, images)
+
+    def predict_folder(self, in_dir: str | None = None, out_dir: str | None = None) -> Any:
+        """Predict every image file of a folder into an output folder (never replacing inputs)."""
+        from ._multi import predict_folder
+
+        return predict_folder(self, in_dir, out_dir)
 
     def accept_result(self, layer: Any = None, kind: str = "strong") -> Any:
         """Copy a plugin result Labels layer into a new annotation layer the person can edit."""
