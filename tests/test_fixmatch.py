@@ -42,3 +42,24 @@ def test_trains(method, multilabel):
     last = [u for u in updates if u.kind == UpdateKind.PROGRESS][-1].data["losses"]
     assert "fixmatch" in last and np.isfinite(last["fixmatch"])
     assert (method == "rpg+") == ("rpg" in last)
+
+
+def test_methods_are_composed_of_terms_each_with_its_own_parameters():
+    from napari_labelfx.methods._unlabelled import UNLABELLED_PARAMS
+    from napari_labelfx.methods.fixmatch import FIXMATCH_PARAMS, ConfidentStrongView
+    from napari_labelfx.methods.rpg import REFERENCE_PARAMS, ReferencePseudoLabels
+
+    terms = {name: [type(t) for t in create_method(name).terms] for name in ("rpg", "fixmatch", "rpg+")}
+    assert terms == {"rpg": [ReferencePseudoLabels], "fixmatch": [ConfidentStrongView],
+                     "rpg+": [ReferencePseudoLabels, ConfidentStrongView]}
+    shared, ref, fm = set(UNLABELLED_PARAMS.names()), set(REFERENCE_PARAMS.names()), set(FIXMATCH_PARAMS.names())
+    assert set(create_method("fixmatch").params) == shared | fm
+    assert set(create_method("rpg").params) == shared | ref
+    assert set(create_method("rpg+").params) == shared | ref | fm
+    # configs saved when fixmatch carried RPG's parameters still load; they are dropped
+    old = create_method("fixmatch", {"pool": 1, "grid": 64, "k": 7000, "rpg_weight": 0.0, "tau": 0.9})
+    assert "pool" not in old.params and old.params["tau"] == 0.9
+    with pytest.raises(MethodError, match="no parameter"):
+        create_method("rpg", {"tau": 0.9})
+    with pytest.raises(MethodError, match="cutout must be a number in"):
+        create_method("rpg+", {"cutout": 2})

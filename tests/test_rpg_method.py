@@ -114,7 +114,7 @@ def test_weighted_loss_counts_low_weight_pixels_in_the_mean():
 
 
 def test_weak_flip_off_leaves_the_unlabelled_view_unflipped(monkeypatch):
-    from napari_labelfx.methods import rpg as rpg_module
+    from napari_labelfx.methods import _unlabelled as rpg_module  # the weak view rpg, fixmatch and rpg+ share
 
     calls = []
     real = rpg_module.weak_flip

@@ -140,7 +140,9 @@ class Method:
 
     def parameter_groups(self, models: Mapping[str, nn.Module], weight_decay: float) -> list[dict[str, Any]]:
         """Optimizer parameter groups: weight decay on conv/linear weights, none on biases and norms."""
-        decay, no_decay, seen = [], [], set()
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        seen: set[int] = set()
         for model in models.values():
             for p in model.parameters():
                 if not p.requires_grad or id(p) in seen:

@@ -9,6 +9,9 @@ unconfident ones contributing zero, as in FixMatch).
 
 * ``fixmatch``: supervised CE + Dice on the labelled patches + ``fixmatch_weight`` x the strong-view loss.
 * ``rpg+`` (RPG+): the ``rpg`` loss + the FixMatch loss (METHODS.md section 4).
+
+Both are :class:`~._unlabelled.UnlabelledBatchMethod` s: ``fixmatch`` with the
+:class:`ConfidentStrongView` term, ``rpg+`` with RPG's :class:`~.rpg.ReferencePseudoLabels` and it.
 """
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ import torch
 
 from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE
 from ..data.strong_augment import StrongAugmentConfig, strong_augment
-from .base import MethodContext, Param, ParamSpec
+from ._unlabelled import UNLABELLED_PARAMS, UnlabelledBatchMethod, UnlabelledTerm, WeakStep, weighted_pseudo_loss
+from .base import MethodContext, MethodError, Param, ParamSpec
 from .registry import register_method
-from .rpg import RPG
+from .rpg import REFERENCE_PARAMS, ReferencePseudoLabels
 
 
 def confident_pseudo_label(logits: torch.Tensor, tau: float, multilabel: bool) -> torch.Tensor:
@@ -40,36 +44,6 @@ def confident_pseudo_label(logits: torch.Tensor, tau: float, multilabel: bool) -
         return torch.where(conf > tau, cls, torch.full_like(cls, IGNORE_INDEX))
 
 
-class _FixMatchMixin:
-    """The strong-view forward pass shared by ``fixmatch`` and ``rpg+``."""
-
-    params: dict[str, Any]
-    name: str
-    _rng: np.random.Generator
-
-    def _fixmatch_forward(self, net: Any, weak_logits: torch.Tensor, unl_t: dict[str, torch.Tensor],
-                          ctx: MethodContext) -> dict[str, Any]:
-        tau = float(self.params["tau"])
-        pseudo = confident_pseudo_label(weak_logits, tau, ctx.multilabel)
-        query = unl_t["query"]
-        # only unknown pixels get pseudo-labels; known (painted) ones are trained by the labelled batch
-        if ctx.multilabel:
-            pseudo = torch.where(query[:, None], pseudo, torch.full_like(pseudo, MULTILABEL_IGNORE))
-        else:
-            pseudo = torch.where(query, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
-        cfg = StrongAugmentConfig(n_ops=int(self.params["n_ops"]), magnitude=float(self.params["magnitude"]),
-                                  cutout=float(self.params["cutout"]))
-        view = strong_augment(unl_t["image"], pseudo, ctx.multilabel, self._rng, cfg,
-                              weight=query.float())
-        strong = net(view.image.to(unl_t["image"].dtype))
-        # the mean runs over the strong view's unlabelled pixels (+ CutOut squares, now background)
-        mask = (view.weight > 0.5) | view.cutout.reshape(view.weight.shape[:1] + (1,) * (view.weight.ndim - 3)
-                                                        + view.cutout.shape[1:]).expand_as(view.weight)
-        return {"strong_logits": strong.logits, "strong_target": view.target,
-                "strong_weight": torch.ones_like(view.weight), "strong_mask": mask,
-                "fixmatch_confident": _confident_share(pseudo, query, ctx.multilabel)}
-
-
 def _confident_share(pseudo: torch.Tensor, query: torch.Tensor, multilabel: bool) -> torch.Tensor:
     known = (pseudo != MULTILABEL_IGNORE).all(dim=1) if multilabel else pseudo != IGNORE_INDEX
     return (known & query).float().sum() / query.float().sum().clamp_min(1.0)
@@ -85,52 +59,69 @@ FIXMATCH_PARAMS = ParamSpec((
 ))
 
 
-def _check_fixmatch(params: dict[str, Any], name: str) -> None:
-    StrongAugmentConfig(int(params["n_ops"]), float(params["magnitude"]), float(params["cutout"]))
+class ConfidentStrongView(UnlabelledTerm):
+    """The FixMatch term: the weak view's confident pseudo-label learnt on a strong view (module docstring)."""
+
+    params_spec = FIXMATCH_PARAMS
+
+    def __init__(self, params: dict[str, Any], method_name: str) -> None:
+        super().__init__(params, method_name)
+        try:
+            self.augment = StrongAugmentConfig(int(params["n_ops"]), float(params["magnitude"]),
+                                               float(params["cutout"]))
+        except ValueError as exc:
+            raise MethodError(f"method {method_name!r}: {exc}") from None
+
+    @property
+    def weight(self) -> float:
+        return float(self.params["fixmatch_weight"])
+
+    def forward(self, step: WeakStep, extra: dict[str, torch.Tensor] | None, ctx: MethodContext,
+                rng: np.random.Generator) -> dict[str, Any]:
+        unl_t = step.unl
+        pseudo = confident_pseudo_label(step.out.logits[step.unlabelled].detach(), float(self.params["tau"]),
+                                        ctx.multilabel)
+        query = unl_t["query"]
+        # only unknown pixels get pseudo-labels; known (painted) ones are trained by the labelled batch
+        if ctx.multilabel:
+            pseudo = torch.where(query[:, None], pseudo, torch.full_like(pseudo, MULTILABEL_IGNORE))
+        else:
+            pseudo = torch.where(query, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
+        view = strong_augment(unl_t["image"], pseudo, ctx.multilabel, rng, self.augment, weight=query.float())
+        strong = step.net(view.image.to(unl_t["image"].dtype))
+        # the mean runs over the strong view's unlabelled pixels (+ CutOut squares, now background)
+        mask = (view.weight > 0.5) | view.cutout.reshape(view.weight.shape[:1] + (1,) * (view.weight.ndim - 3)
+                                                        + view.cutout.shape[1:]).expand_as(view.weight)
+        return {"strong_logits": strong.logits, "strong_target": view.target,
+                "strong_weight": torch.ones_like(view.weight), "strong_mask": mask,
+                "fixmatch_confident": _confident_share(pseudo, query, ctx.multilabel)}
+
+    def loss(self, logits: torch.Tensor, outputs: dict[str, Any], ctx: MethodContext
+             ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor | float]]:
+        if "strong_logits" not in outputs:
+            return None, {}
+        lf = weighted_pseudo_loss(outputs["strong_logits"], outputs["strong_target"], outputs["strong_weight"],
+                                  outputs["strong_mask"], ctx.multilabel)
+        return lf, {"fixmatch": lf.detach(), "confident": outputs["fixmatch_confident"].detach()}
 
 
 @register_method
-class FixMatch(_FixMatchMixin, RPG):
+class FixMatch(UnlabelledBatchMethod):
     """Supervised loss + FixMatch consistency on unlabelled pixels (no reference pool)."""
 
     name = "fixmatch"
     description = "FixMatch: confident weak-view pseudo-labels learnt on a strong (RandAugment + CutOut) view"
-    params_spec = (RPG.params_spec.with_changes("pool", default=1, important=False)
-                   .with_changes("rpg_weight", default=0.0).with_changes("k", important=False)
-                   .with_changes("grid", important=False).with_changes("unlabelled_batch", important=True)
-                   + FIXMATCH_PARAMS)
-    use_rpg = False
-    use_fixmatch = True
-
-    def __init__(self, params: dict[str, Any] | None = None) -> None:
-        super().__init__(params)
-        _check_fixmatch(self.params, self.name)
-
-    def loss(self, batch: dict[str, torch.Tensor], outputs: dict[str, Any], ctx: MethodContext
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
-        total, terms = super().loss(batch, outputs, ctx)
-        if "fixmatch_confident" in outputs:
-            terms["confident"] = outputs["fixmatch_confident"].detach()
-        return total, terms
+    # RPG's parameters, which fixmatch once carried unused, are still accepted from old configs
+    params_spec = (UNLABELLED_PARAMS.with_changes("unlabelled_batch", important=True) + FIXMATCH_PARAMS).with_retired(
+        "pool", "grid", "k", "chunk_elements", "rpg_weight", "result_every")
+    term_types = (ConfidentStrongView,)
 
 
 @register_method
-class RPGPlus(_FixMatchMixin, RPG):
-    """RPG + FixMatch (RPG+)."""
+class RPGPlus(UnlabelledBatchMethod):
+    """RPG + FixMatch (RPG+): both terms on the same unlabelled patches."""
 
     name = "rpg+"
     description = "RPG+: reference-guided pseudo-labels plus FixMatch on a strongly augmented view"
-    params_spec = RPG.params_spec.with_changes("grid", important=False) + FIXMATCH_PARAMS
-    use_rpg = True
-    use_fixmatch = True
-
-    def __init__(self, params: dict[str, Any] | None = None) -> None:
-        super().__init__(params)
-        _check_fixmatch(self.params, self.name)
-
-    def loss(self, batch: dict[str, torch.Tensor], outputs: dict[str, Any], ctx: MethodContext
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
-        total, terms = super().loss(batch, outputs, ctx)
-        if "fixmatch_confident" in outputs:
-            terms["confident"] = outputs["fixmatch_confident"].detach()
-        return total, terms
+    params_spec = REFERENCE_PARAMS.with_changes("grid", important=False) + UNLABELLED_PARAMS + FIXMATCH_PARAMS
+    term_types = (ReferencePseudoLabels, ConfidentStrongView)

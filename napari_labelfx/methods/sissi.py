@@ -30,10 +30,10 @@ import torch
 
 from ..annotations.kinds import IGNORE_INDEX, TrainingItem
 from ..tools.seamless import synthetic_like
+from ._unlabelled import PatchDrawer, stack
 from .adele import Adele
 from .base import MethodContext, MethodError, Param
 from .registry import register_method
-from .rpg import PatchDrawer, stack
 
 
 def synthetic_image(image: np.ndarray, target: np.ndarray, blur_kernel: int, blur_sigma: float) -> np.ndarray:
