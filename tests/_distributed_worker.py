@@ -35,6 +35,7 @@ RUNS = [
     ("supervised", "supervised", {}, 0.25),
     ("mean_teacher", "mlds-mt", {}, 0.0),  # net + deep heads + EMA teacher
     ("dual", "dii-dcr", {"dii": False}, 0.0),  # two networks trained together (DCR)
+    ("rpg", "rpg", {}, 0.0),  # a reference pool and unlabelled patches through the network in each step
 ]
 
 
