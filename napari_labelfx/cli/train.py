@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import parse_key_values
+from .errors import parse_method_params
 
 NAME = "train"
 HELP = "train a model from images and label files or a dataset folder"
@@ -125,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
     settings = {"iterations": args.iters, "lr": args.lr, "batch_size": args.batch, "resume_from": args.resume,
                 "patch_size": None if args.patch is None else (args.patch,) * (3 if args.spatial == "3d" else 2)}
     cfg = TrainConfig(method=args.method, preset=args.preset, spatial=args.spatial, device=args.device,
-                      seed=args.seed, output_dir=str(args.out), method_params=parse_key_values(args.param),
+                      seed=args.seed, output_dir=str(args.out), method_params=parse_method_params(args.method, args.param),
                       **{k: v for k, v in settings.items() if v is not None})
-    if cfg.method in available_methods():  # unknown names are reported by the Trainer with the list
+    if cfg.method in available_methods():  # the method's checks across parameters (e.g. its TTA views)
         create_method(cfg.method, cfg.method_params)
     nproc = int(getattr(args, "nproc", 1) or 1)
     world = distributed.world_size_from_env()
@@ -150,16 +150,12 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, cfg: Any, main: bool, tqdm: Any) -> int:
     """Read the data, train, write the model folder (``main``: this process reports)."""
     if args.dataset:
-        from ..evaluation.dataset import load_dataset
-        from ..evaluation.derive import derive_item
+        from ..annotations.dataset_items import dataset_class_names, strong_items
+        from ..io.dataset import load_dataset
 
         ds = load_dataset(args.dataset)
-        class_names = ["background", *ds.classes] if ds.multilabel else list(ds.class_names)
-        items = []
-        for stem in ds.stems:
-            smp = ds.load(stem)
-            items.append(derive_item(smp.image, smp.mask, ds.task, "strong", seed=args.seed, name=stem,
-                                     raw=smp.raw, num_classes=None if ds.multilabel else len(class_names)))
+        class_names = dataset_class_names(ds)
+        items = strong_items(ds)
         multilabel = ds.multilabel
     else:
         if not args.images or not args.labels:

@@ -3,6 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The one normalisation default: percentile 1 - 99.8 per channel with the robust white point
+#: (:func:`robust_high`). Training records it in each model's config; prediction reads it from there.
+DEFAULT_NORMALISATION: dict[str, float | bool] = {"low": 1.0, "high": 99.8, "robust": True}
+#: What a model config written before robust white points existed means by its normalisation (no
+#: ``"robust"`` key): the plain high percentile.
+PLAIN_NORMALISATION: dict[str, float | bool] = {"low": 1.0, "high": 99.8}
+
 #: Above this many pixels per channel, percentiles are estimated on a strided subsample.
 _MAX_SAMPLES = 2_000_000
 #: Robust normalisation: edge of the in-plane blocks whose own high percentiles are compared.

@@ -32,13 +32,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..annotations.dataset_items import class_map
 from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE, LabelKind, TrainingItem
+from ..core.normalize import DEFAULT_NORMALISATION
 from ..tools.classical import ClassicalParams, classical_instances
 
 #: Kinds ``derive_item`` understands (``noisy-drop`` takes ``:F``, the dropped share, default 0.3).
 DERIVED_KINDS = ("strong", "none", "image-level", "scribble", "box", "ellipse", "noisy-classical", "noisy-drop")
 DEFAULT_DROP = 0.3
-NORMALISATION = {"low": 1.0, "high": 99.8, "robust": True}
+NORMALISATION = DEFAULT_NORMALISATION  # the one default (core/normalize.py)
 
 
 class DeriveError(ValueError):
@@ -115,19 +117,6 @@ def item_rng(seed: int, name: str) -> np.random.Generator:
 
 # ----------------------------------------------------------------------------------------------
 # truth as class maps and objects
-
-
-def class_map(mask: np.ndarray, task: str) -> np.ndarray:
-    """The true target of a full mask: int64 class indices, or uint8 (K+1, ...) with background."""
-    if task == "instance":
-        return (np.asarray(mask) > 0).astype(np.int64)
-    if task == "semantic":
-        return np.asarray(mask).astype(np.int64)
-    if task == "multilabel":
-        m = (np.asarray(mask) > 0).astype(np.uint8)
-        bg = (m.max(axis=0) == 0).astype(np.uint8) if m.shape[0] else np.ones(m.shape[1:], np.uint8)
-        return np.concatenate([bg[None], m], axis=0)
-    raise DeriveError(f"unknown task {task!r}")
 
 
 def num_target_classes(mask: np.ndarray, task: str, num_classes: int | None = None) -> int:

@@ -122,8 +122,8 @@ def load_clean_items(folder: str | Path, ctx: MethodContext) -> list[TrainingIte
     MethodError
         When the folder cannot be read, or its images or classes do not fit the training images.
     """
-    from ..evaluation.dataset import DatasetError, load_dataset
-    from ..evaluation.derive import derive_item
+    from ..annotations.dataset_items import strong_items
+    from ..io.dataset import DatasetError, Sample, load_dataset
 
     try:
         ds = load_dataset(folder)
@@ -137,13 +137,13 @@ def load_clean_items(folder: str | Path, ctx: MethodContext) -> list[TrainingIte
         raise MethodError(f"sissi: clean_source {ds.root} has {k} classes {ds.class_names}, the training labels "
                           f"{ctx.num_classes} {list(ctx.class_names)}")
     channels = ctx.items[0].image.shape[0] if ctx.items else None
-    items = []
-    for stem in ds.stems:
-        smp = ds.load(stem)
+
+    def same_channels(stem: str, smp: Sample) -> None:
         if channels is not None and smp.image.shape[0] != channels:
             raise MethodError(f"sissi: clean_source image {stem!r} has {smp.image.shape[0]} channels, the training "
                               f"images {channels}")
-        items.append(derive_item(smp.image, smp.mask, ds.task, "strong", name=stem, raw=smp.raw, num_classes=k))
+
+    items = strong_items(ds, same_channels)
     if not items:
         raise MethodError(f"sissi: clean_source {ds.root} holds no image")
     return items
