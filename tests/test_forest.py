@@ -295,7 +295,13 @@ def test_live_first_answer_is_quick_and_stop_keeps_the_full_forest(tmp_path):
 
 def test_prefetched_features_serve_the_first_fit():
     from napari_labelfx.engine.forest_trainer import live_filter_bank
-    from napari_labelfx.forest.tiles import drop_shared_cache, image_digest, image_tiles, prefetch_features, shared_cache
+    from napari_labelfx.forest.tiles import (
+        drop_shared_cache,
+        image_digest,
+        image_tiles,
+        prefetch_features,
+        shared_cache,
+    )
 
     drop_shared_cache()
     image, mask = blobs()
