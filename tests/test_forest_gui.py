@@ -35,7 +35,14 @@ def test_live_forest_updates_after_each_stroke(make_napari_viewer, qtbot):
     w.start()
     qtbot.waitUntil(lambda: "img prediction" in viewer.layers and w.preview_count >= 1, timeout=60_000)
     assert "forest" in w.showing.text()
-    fits = lambda: sum(u.kind == UpdateKind.PROGRESS for u in seen)  # noqa: E731
+    # a quick forest may answer first and be refined at once; wait for the full one and its preview
+    fits = lambda: sum(u.kind == UpdateKind.PROGRESS and not u.data.get("quick") for u in seen)  # noqa: E731
+
+    def refined_and_shown() -> bool:
+        idx = [i for i, u in enumerate(seen) if u.kind == UpdateKind.PROGRESS and not u.data.get("quick")]
+        return bool(idx) and any(u.kind == UpdateKind.PREVIEW for u in seen[idx[0] + 1:])
+
+    qtbot.waitUntil(refined_and_shown, timeout=60_000)
     assert fits() == 1
     before = viewer.layers["img prediction"].data.copy()
     previews = w.preview_count
