@@ -347,6 +347,9 @@ def test_cli_trains_a_forest_and_predicts_with_it(tmp_path, capsys):
     assert (out / "best" / "forest.npz").is_file() and res["best"] == str(out / "best")
     for name in ("pred.tif", "pred.zarr"):  # in memory, and streamed window by window
         assert main(["predict", "--model", str(out / "best"), str(img), str(tmp_path / name)]) == 0
+    # the run's folder, as a network's run folder, predicts with its best forest
+    assert main(["predict", "--model", str(out), str(img), str(tmp_path / "run.tif")]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "run.tif"), tifffile.imread(tmp_path / "pred.tif"))
     from napari_labelfx.io.reader import read_image
 
     mem, streamed = tifffile.imread(tmp_path / "pred.tif"), np.asarray(read_image(tmp_path / "pred.zarr").data)

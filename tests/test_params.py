@@ -65,7 +65,8 @@ def test_spec_resolve_fills_defaults_and_refuses_unknown_names():
         ParamSpec((Param("a", "int", 1), Param("a", "int", 2)))
 
 
-@pytest.mark.parametrize("name", training_methods())
+# methods that other test modules register for their own tests (names starting with "_") are left out
+@pytest.mark.parametrize("name", [n for n in training_methods() if not n.startswith("_")])
 def test_every_method_declares_typed_documented_parameters(name):
     spec, description = method_spec(name)
     assert description

@@ -142,6 +142,7 @@ class Predictor:
         """
         from napari_labelfx.forest.folder import is_forest_folder
 
+        model_dir = _forest_run_best(Path(model_dir))
         if is_forest_folder(model_dir):
             from napari_labelfx.inference.forest_predictor import ForestPredictor
 
@@ -320,3 +321,17 @@ class Predictor:
             scale=scale, unit=unit, chunks=chunks, attrs=attrs, progress=progress, amp=self.amp,
             overwrite=overwrite,
         )
+
+
+def _forest_run_best(folder: Path) -> Path:
+    """A forest training run's output folder (``labelfx train --method forest --out X``) -> its ``best/``
+    (or ``last/``) model; any other path unchanged (network run folders are resolved by ``load_model``)."""
+    from napari_labelfx.forest.folder import is_forest_folder
+    from napari_labelfx.models.checkpoint import MODEL_FILE
+
+    if not folder.is_dir() or is_forest_folder(folder) or (folder / MODEL_FILE).is_file():
+        return folder
+    for sub in ("best", "last"):
+        if is_forest_folder(folder / sub):
+            return folder / sub
+    return folder

@@ -115,6 +115,10 @@ def predict_in_panel(panel: Any) -> Any:
         return None
     model_dir = panel.model_dir
     data = image.data[0] if image.multiscale else image.data
+    from ._predict_distributed import is_lazy, predict_distributed_in_panel
+
+    if is_lazy(data):  # too large for memory: block-wise on a local dask cluster, into a Zarr
+        return predict_distributed_in_panel(panel)
     axes = _layers.image_axes(image)
     device = panel.device_combo.currentText()
     shape = _layers.image_spatial_shape(image)
