@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 DEMO_SIZE = 256
+#: Seconds of training in the demo window (about 90 s from launch to the finished model on 2 cores).
+DEMO_SECONDS = 60
 
 
 def demo_data(seed: int = 0) -> dict:
@@ -95,6 +97,42 @@ def _window_screenshot(viewer: Any, path: Path) -> None:
     imsave(str(path), img, check_contrast=False)
 
 
+def setup_demo(viewer: Any, args: argparse.Namespace) -> Any:
+    """Put the sample, its scribbles and the Annotate and Train panels in ``viewer``; return the Train panel.
+
+    The Train panel is set to the default path (``auto``) with a time limit of ``args.seconds``
+    (default :data:`DEMO_SECONDS`), or to ``args.iters`` iterations when given.
+    """
+    from qtpy.QtCore import Qt
+
+    from ._sample_data import sample_nuclei_2d
+
+    for data, kwargs, ltype in sample_nuclei_2d():
+        name = kwargs.get("name", "")
+        if ltype == "labels" and "scribble" not in name.lower():
+            kwargs = {**kwargs, "visible": False}
+        getattr(viewer, f"add_{ltype}")(data, **kwargs)
+    viewer.window.add_plugin_dock_widget("napari-labelfx", "Annotate")
+    _, train = viewer.window.add_plugin_dock_widget("napari-labelfx", "Train")
+    # the default path: the forest's prediction within a second or two, a network behind it that
+    # takes over when it scores better, and a finished model after the time limit (the whole story)
+    train.method_combo.setCurrentText("auto")
+    train.method_params.set_values({"network": "scribble"})
+    if args.iters:
+        train.iters_spin.setValue(args.iters)
+    else:
+        train.iters_spin.setValue(5000)  # a cap: the time limit ends the demo
+        train.budget_spin.setValue(int(round(args.seconds or DEMO_SECONDS)))
+    train.device_combo.setCurrentText(args.device)
+    train.refresh_spin.setValue(2.0)
+    # only the scribble layer trains the demo; the strong and noisy layers are there to look at
+    for i in range(train.annotation_list.count()):
+        it = train.annotation_list.item(i)
+        name = it.data(Qt.ItemDataRole.UserRole)
+        it.setCheckState(Qt.CheckState.Checked if "scribble" in name.lower() else Qt.CheckState.Unchecked)
+    return train
+
+
 def run_gui(args: argparse.Namespace) -> int:
     """Open napari with the sample, scribbles, the Annotate and Train panels, and start training."""
     try:
@@ -104,49 +142,34 @@ def run_gui(args: argparse.Namespace) -> int:
         raise ValueError(f"the demo window needs the GUI extra (pip install 'napari-labelfx[gui]'): {exc}; "
                          "or run 'labelfx demo --headless'") from None
 
-    from ._sample_data import sample_nuclei_2d
-
     viewer = napari.Viewer(title="napari-labelfx demo")
-    for data, kwargs, ltype in sample_nuclei_2d():
-        name = kwargs.get("name", "")
-        if ltype == "labels" and "scribble" not in name.lower():
-            kwargs = {**kwargs, "visible": False}
-        getattr(viewer, f"add_{ltype}")(data, **kwargs)
-    viewer.window.add_plugin_dock_widget("napari-labelfx", "Annotate")
-    _, train = viewer.window.add_plugin_dock_widget("napari-labelfx", "Train")
-    train.method_combo.setCurrentText("scribble")
-    if args.iters:
-        train.iters_spin.setValue(args.iters)
-    train.device_combo.setCurrentText(args.device)
-    train.refresh_spin.setValue(2.0)
-    # only the scribble layer trains the demo; the strong and noisy layers are there to look at
-    for i in range(train.annotation_list.count()):
-        it = train.annotation_list.item(i)
-        from qtpy.QtCore import Qt
-
-        name = it.data(Qt.ItemDataRole.UserRole)
-        it.setCheckState(Qt.CheckState.Checked if "scribble" in name.lower() else Qt.CheckState.Unchecked)
+    train = setup_demo(viewer, args)
     QTimer.singleShot(500, train.start)
 
     if args.screenshots:
         shots = Path(args.screenshots)
         shots.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        limit = args.seconds or 90.0
+        limit = (args.seconds or DEMO_SECONDS) + 60.0  # a safety net: the demo ends when training does
         counter = {"n": 0}
+        timeline: list[dict] = []
 
         def _shoot() -> None:
             elapsed = time.monotonic() - t0
             path = shots / f"demo_{counter['n']:02d}_{int(elapsed):03d}s.png"
             _window_screenshot(viewer, path)
             counter["n"] += 1
+            timeline.append({"t": round(elapsed, 1), "status": train.status.text(), "showing": train.showing.text(),
+                             "progress": train.progress.value() / max(train.progress.maximum(), 1)})
             done = train.runner is not None and not train.runner.running
             if elapsed > limit or (done and counter["n"] > 2):
                 timer.stop()
                 if train.runner is not None:
                     train.runner.terminate(timeout=5.0)
-                print(json.dumps({"screenshots": str(shots), "count": counter["n"],
-                                  "first_preview_s": train.first_preview_s, "previews": train.preview_count}))
+                report = {"screenshots": str(shots), "count": counter["n"], "first_preview_s": train.first_preview_s,
+                          "previews": train.preview_count, "timeline": timeline}
+                (shots / "timeline.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+                print(json.dumps(report, default=float))
                 viewer.close()
 
         timer = QTimer()

@@ -15,7 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=None, help="training iterations (default: the preset's)")
     p.add_argument("--screenshots", default=None,
                    help="save screenshots of the viewer during training to this folder and quit when done")
-    p.add_argument("--seconds", type=float, default=None, help="with --screenshots: how long to train before quitting")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="training time of the demo window (default: 60; the demo quits after it with --screenshots)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--seed", type=int, default=0)
     return p

@@ -127,3 +127,16 @@ class MethodParamsForm(QWidget):
             if value != param.check(param.default):
                 out[key] = value
         return out
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Show ``values`` in the editors (e.g. a demo's settings); unknown names raise ``KeyError``."""
+        for key, value in values.items():
+            ed, param = self._editors[key]
+            if isinstance(ed, QCheckBox):
+                ed.setChecked(bool(value))
+            elif isinstance(ed, (QSpinBox, QDoubleSpinBox)):
+                ed.setValue(value)
+            elif isinstance(ed, QComboBox):
+                ed.setCurrentText(param.format(value))
+            else:
+                ed.setText(param.format(value))

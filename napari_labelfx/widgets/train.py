@@ -71,8 +71,11 @@ class _RunGuard:
         self.saved = False
 
     def shutdown(self, *_: Any) -> None:
+        from ..forest.tiles import drop_shared_cache
+
         self.stop_runner()
         self.drop_run_dir()
+        drop_shared_cache()  # the features kept for live refits (up to 1.5 GB) go with the panel
 
 
 class TrainWidget(QWidget):
@@ -116,7 +119,16 @@ class TrainWidget(QWidget):
         self._dims_timer.setSingleShot(True)
         self._dims_timer.timeout.connect(self._request_preview)
         self.viewer.dims.events.current_step.connect(self._on_dims_step)
+        # features for a live forest are computed before Start (the person is choosing settings)
+        self._prefetch_timer = QTimer(self)
+        self._prefetch_timer.setSingleShot(True)
+        self._prefetch_timer.timeout.connect(self._prefetch)
+        camera = _layers.viewer_camera(self.viewer)
+        for signal in (self.image_combo.currentIndexChanged, self.method_combo.currentTextChanged,
+                       camera.events.center, camera.events.zoom):
+            signal.connect(lambda *_: self._prefetch_timer.start(400))
         self._refresh_layer_lists()
+        self._prefetch_timer.start(400)
 
     # -- UI ------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -189,6 +201,13 @@ class TrainWidget(QWidget):
         self.refresh_spin.setValue(3.0)
         self.refresh_spin.setSuffix(" s")
         aform.addRow("Iterations", self.iters_spin)
+        # train for a wall-clock time instead of a step count (the learning rate follows the time)
+        self.budget_spin = QSpinBox(minimum=0, maximum=7 * 24 * 3600, singleStep=30)
+        self.budget_spin.setSpecialValueText("none")
+        self.budget_spin.setSuffix(" s")
+        self.budget_spin.setToolTip("stop after this many seconds of training (none: after the iterations); "
+                                    "the iterations are then an upper limit")
+        aform.addRow("Time limit", self.budget_spin)
         aform.addRow("Learning rate", self.lr_spin)
         aform.addRow("Batch size", self.batch_spin)
         aform.addRow("Patch size", self.patch_spin)
@@ -359,6 +378,7 @@ class TrainWidget(QWidget):
             preview_every_s=self.refresh_spin.value(),
             output_dir=str(self._output_dir()),
             method_params=self.method_params.values(),
+            time_budget_s=float(self.budget_spin.value()) or None,
             **sizes,
         )
         if self.stain_aug_check.isChecked():
@@ -495,6 +515,11 @@ class TrainWidget(QWidget):
         self._last_region, self._last_target = region, (index, region)
         self.runner.request_preview(index, tuple(slice(a, b) for a, b in region))
 
+    def _prefetch(self) -> None:
+        from ._prefetch import prefetch_for_panel
+
+        self._prefetch_thread = prefetch_for_panel(self)
+
     def _on_dims_step(self, *_: Any) -> None:
         """The person moved to another slice: the live preview follows it (a short delay groups the
         events of one scroll)."""
@@ -527,6 +552,15 @@ class TrainWidget(QWidget):
             return
         for upd in self.runner.poll(max_items=200):
             self.apply_update(upd)
+        budget = self.budget_spin.value()
+        if budget and self.runner is not None and self.runner.running:
+            # a time limit: the bar moves with the clock too (a slow first step sends no progress)
+            self._set_progress_share((time.monotonic() - self._t_start) / budget)
+
+    def _set_progress_share(self, share: float) -> None:
+        """Move the progress bar forward to ``share`` (0..1) of its range; it never goes back."""
+        top = self.progress.maximum()
+        self.progress.setValue(max(self.progress.value(), min(int(share * top), top)))
 
     def apply_update(self, upd: Any) -> None:
         """Apply one trainer update to the panel and the result layers (main thread)."""
@@ -540,12 +574,16 @@ class TrainWidget(QWidget):
         elif kind == UpdateKind.PROGRESS and d.get("source") == "forest":
             self._show_forest_fit(upd.iteration, d)
         elif kind == UpdateKind.PROGRESS:
-            self.progress.setValue(min(upd.iteration, self.progress.maximum()))
+            if self.budget_spin.value():  # a time limit: the bar follows whichever ends first
+                self._set_progress_share(upd.iteration / max(upd.total, 1))
+            else:
+                self.progress.setValue(min(upd.iteration, self.progress.maximum()))
             self.plot.add_train(upd.iteration, float(d.get("loss", np.nan)))
-            its = d.get("its_per_s")
+            # the rate the person sees (previews and validation included), not the bare step rate
+            its = d.get("wall_its_per_s") or d.get("its_per_s")
             self.status.setText(
                 f"iteration {upd.iteration}/{upd.total}  loss {d.get('loss', float('nan')):.4f}"
-                + (f"  {its:.1f} it/s" if its else "")
+                + (f"  {its:.2f} it/s" if its else "")
             )
         elif kind == UpdateKind.VALIDATION:
             if d.get("source") != "forest":
@@ -592,6 +630,8 @@ class TrainWidget(QWidget):
                 self.best_dir = Path(d["best_path"])
             if d.get("last_path"):
                 self.last_dir = Path(d["last_path"])
+            if d.get("reason") in ("done", "time-budget"):  # finished as planned: a full bar
+                self.progress.setValue(self.progress.maximum())
             self._finish(f"Training finished ({d.get('reason', 'done')}). Best model: {self.best_dir} "
                          "(temporary: use Save model to keep it)")
             show_info("LabelFX: training finished.")
