@@ -167,3 +167,14 @@ def test_eval_time_budget_and_default_method(tmp_path):
 
     args = eval_command.add_arguments(argparse.ArgumentParser()).parse_args(["--dataset", str(root), "--time-budget", "30"])
     assert args.method == "auto" and args.time_budget == 30.0
+
+
+def test_a_near_tie_on_held_out_pixels_shows_the_network():
+    from napari_labelfx.engine.auto_trainer import _shows_network
+
+    forest = {"dice_mean": 0.97, "val_loss": 0.1}
+    assert _shows_network({"dice_mean": 0.962, "val_loss": 0.3}, forest, 0.01)  # within the margin
+    assert not _shows_network({"dice_mean": 0.955, "val_loss": 0.01}, forest, 0.01)  # clearly below
+    assert not _shows_network({"dice_mean": 0.962, "val_loss": 0.3}, forest, 0.0)  # margin 0: strictly better
+    assert _shows_network({"dice_mean": 0.97, "val_loss": 0.05}, forest, 0.0)  # a tie: the lower loss
+    assert _shows_network({"dice_mean": None, "val_loss": 0.05}, forest, 0.01)  # no Dice: by loss
