@@ -172,6 +172,59 @@ def _table(paths: list[str], png: str | None) -> str:
     return "\n".join(lines)
 
 
+def _rescored(r: dict[str, Any], snap: dict[str, Any], margin: float) -> dict[str, Any]:
+    """What the default path would show at ``snap`` with ``tie_margin=margin`` (from the recorded
+    held-out scores; the forest's test scores are those it showed at the first snapshot)."""
+    forest_shown = r["default"][0]["shown"]
+    nd, fd = snap.get("network_dice"), snap.get("forest_dice")
+    if snap.get("network") and nd is not None and fd is not None and nd >= fd - margin:
+        return snap["network"]
+    return snap["shown"] if snap["winner"] == "forest" else forest_shown
+
+
+def _means(paths: list[str], margin: float) -> str:
+    """Mean over seeds per (set, labels) at the last snapshot, and the targets of issue 12."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for p in paths:
+        r = json.loads(Path(p).read_text())
+        groups.setdefault((Path(r["dataset"]).name, r["labels"]), []).append(r)
+
+    def mean(vals: list[float | None]) -> float | None:
+        v = [x for x in vals if x is not None]
+        return float(np.mean(v)) if len(v) == len(vals) and v else None
+
+    def fmt(d: float | None, ap: float | None) -> str:
+        return "-" if d is None else f"{d:.3f}" + (f" / {ap:.3f}" if ap is not None else "")
+
+    last = json.loads(Path(paths[0]).read_text())["snapshots_s"][-1]
+    lines = [f"| set | labels | seeds | forest | network at {last:g} s "
+             "| network - forest | target (+0.02 Dice, +0.03 AP50) | default path as run | "
+             f"default path, tie_margin {margin:g} | lowest (shown - forest) over snapshots |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (name, labels), rs in sorted(groups.items()):
+        fd = mean([r["forest"]["mean_dice"] for r in rs])
+        fa = mean([r["forest"].get("AP50") for r in rs])
+        nets = [r["default"][-1].get("network") or {} for r in rs]
+        nd, na = mean([n.get("mean_dice") for n in nets]), mean([n.get("AP50") for n in nets])
+        sd = mean([r["default"][-1]["shown"]["mean_dice"] for r in rs])
+        sa = mean([r["default"][-1]["shown"].get("AP50") for r in rs])
+        re_ = [_rescored(r, r["default"][-1], margin) for r in rs]
+        rd, ra = mean([x["mean_dice"] for x in re_]), mean([x.get("AP50") for x in re_])
+        gap_d = None if nd is None or fd is None else nd - fd
+        gap_a = None if na is None or fa is None else na - fa
+        if fd is not None and fd >= 0.95:
+            target = "n/a (forest >= 0.95)"
+        elif gap_d is None:
+            target = "-"
+        else:
+            target = "met" if gap_d >= 0.02 and (gap_a is None or gap_a >= 0.03) else "not met"
+        lowest = min(_rescored(r, s, margin)["mean_dice"] - r["forest"]["mean_dice"] for r in rs for s in r["default"])
+        lines.append(f"| {name} | {labels} | {','.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} "
+                     f"| {fmt(fd, fa)} | {fmt(nd, na)} | {fmt(gap_d, gap_a)} | {target} | {fmt(sd, sa)} "
+                     f"| {fmt(rd, ra)} | {lowest:+.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset")
@@ -188,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out")
     p.add_argument("--table", nargs="+", help="JSON files of earlier cases: print a Markdown table")
     p.add_argument("--png", help="with --table: write the Dice/AP50-against-seconds plot here")
+    p.add_argument("--means", nargs="+", help="JSON files of earlier cases: means over seeds and the targets")
+    p.add_argument("--margin", type=float, default=0.01, help="with --means: the tie_margin to re-score with")
     args = p.parse_args(argv)
+    if args.means:
+        print(_means(args.means, args.margin))
+        return 0
     if args.table:
         print(_table(args.table, args.png))
         return 0

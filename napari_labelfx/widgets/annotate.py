@@ -166,6 +166,7 @@ class AnnotateWidget(QWidget):
             self.image_combo.setCurrentIndex(idx if idx >= 0 else 0)
             self.image_combo.blockSignals(False)
             layers = self._candidate_layers()
+            self._drop_kind_combos()
             self.layer_table.setRowCount(len(layers))
             for row, layer in enumerate(layers):
                 name_item = QTableWidgetItem(layer.name)
@@ -185,6 +186,17 @@ class AnnotateWidget(QWidget):
             self._updating = False
         self._update_hint()
         self._show_tags()
+
+    def _drop_kind_combos(self) -> None:
+        """Hide and drop the kind combos of the previous fill at once: a replaced cell widget is only
+        deleted when the event loop next runs, and until then it is drawn at the table's top-left over
+        the first layer's name (seen in screenshots taken while events were processed by hand)."""
+        for row in range(self.layer_table.rowCount()):
+            old = self.layer_table.cellWidget(row, 2)
+            if old is not None:
+                self.layer_table.removeCellWidget(row, 2)
+                old.hide()
+                old.deleteLater()
 
     def _image_changed(self, *_: Any) -> None:
         if not self._updating:
