@@ -372,6 +372,28 @@ class AutoTrainer:
             "device": "cpu", "method": "auto", "total": cfg.iterations, "start_iteration": 0, "amp": False,
             "n_items": len(self.forest.items), "validation": cfg.val_fraction > 0,
         })
+        yield from self._forest_phase()
+        net_cfg, net_items, info = self._prepare_network(self.forest.items)
+        yield self._log(
+            f"forest ready in {self.forest.fit_seconds:.1f} s (held-out Dice "
+            f"{_fmt((self.forest_val or {}).get('dice_mean'))}); network training at scale {self.scale:g} "
+            f"with {net_cfg.patch_size} patches"
+            + (f", pseudo-labels from the forest on {info['pseudo_labelled_items']} image(s)"
+               if info["pseudo_labelled_items"] else "")
+        )
+        self.net = Trainer(net_cfg, net_items, self.class_names, multilabel=self.multilabel, control=self.control)
+        index, region = self._preview_request
+        self.net.request_preview(index, region)
+        self.net._preview_new = False  # the forest's preview is showing; the network's come on schedule
+        outcome: dict[str, Any] = {}
+        yield from self._network_phase(outcome)
+        if outcome.get("failed"):
+            return
+        yield from self._finish(outcome.get("reason", "done"))
+
+    def _forest_phase(self) -> Iterator[Update]:
+        """The forest: a quick one first when a person waits, then the full one, shown and saved."""
+        cfg = self.config
         if self._interactive:
             from ..forest.tiles import shared_cache
 
@@ -388,30 +410,23 @@ class AutoTrainer:
             self.forest.save(self.out_dir / "forest")
             yield Update(UpdateKind.CHECKPOINT, 0, cfg.iterations,
                          {"path": str(self.out_dir / "forest"), "which": "forest", "val_loss": None})
-        net_cfg, net_items, info = self._prepare_network(self.forest.items)
-        yield self._log(
-            f"forest ready in {self.forest.fit_seconds:.1f} s (held-out Dice "
-            f"{_fmt((self.forest_val or {}).get('dice_mean'))}); network training at scale {self.scale:g} "
-            f"with {net_cfg.patch_size} patches"
-            + (f", pseudo-labels from the forest on {info['pseudo_labelled_items']} image(s)"
-               if info["pseudo_labelled_items"] else "")
-        )
-        self.net = Trainer(net_cfg, net_items, self.class_names, multilabel=self.multilabel, control=self.control)
-        index, region = self._preview_request
-        self.net.request_preview(index, region)
-        self.net._preview_new = False  # the forest's preview is showing; the network's come on schedule
+
+    def _network_phase(self, outcome: dict[str, Any]) -> Iterator[Update]:
+        """The network's updates, relabelled by source, with comparisons every ``val_every`` steps;
+        ``outcome`` gets the finish reason, or ``failed``."""
+        assert self.net is not None
         last_eval = 0
-        reason = "done"
         for upd in self.net.updates():
             yield from self._apply_pending()
             kind = upd.kind
             if kind == UpdateKind.STARTED:
                 continue
             if kind == UpdateKind.FINISHED:
-                reason = upd.data.get("reason", "done")
-                break
+                outcome["reason"] = upd.data.get("reason", "done")
+                return
             if kind == UpdateKind.FAILED:
                 self.result = TrainResult(None, None, self.history, "failed", self.iteration)
+                outcome["failed"] = True
                 yield upd
                 return
             if kind == UpdateKind.CHECKPOINT:
@@ -422,19 +437,30 @@ class AutoTrainer:
                 continue
             if kind == UpdateKind.PROGRESS:
                 yield Update(kind, upd.iteration, upd.total, {**upd.data, "source": "network", "winner": self.winner})
-                if upd.iteration - last_eval >= cfg.val_every:
+                if upd.iteration - last_eval >= self.config.val_every:
                     last_eval = upd.iteration
-                    val = self._evaluate_network()
-                    if val is not None:
-                        yield val
-                        if val.data["changed"]:
-                            yield self._log(f"now showing the {self.winner} (held-out Dice: network "
-                                            f"{_fmt(self.net_val['dice_mean'])}, forest "
-                                            f"{_fmt((self.forest_val or {}).get('dice_mean'))})")
-                            if self.winner == "network":
-                                self.net.request_preview(*self._preview_request)
+                    yield from self._compare()
                 continue
             yield upd
+
+    def _compare(self) -> Iterator[Update]:
+        """Score the network against the forest; say so when the shown learner changes."""
+        assert self.net is not None
+        val = self._evaluate_network()
+        if val is None:
+            return
+        yield val
+        if val.data["changed"]:
+            yield self._log(f"now showing the {self.winner} (held-out Dice: network "
+                            f"{_fmt((self.net_val or {}).get('dice_mean'))}, forest "
+                            f"{_fmt((self.forest_val or {}).get('dice_mean'))})")
+            if self.winner == "network":
+                self.net.request_preview(*self._preview_request)
+
+    def _finish(self, reason: str) -> Iterator[Update]:
+        """The last comparison, the chosen model folder (``best``) and the FINISHED update."""
+        cfg = self.config
+        assert self.net is not None
         val = self._evaluate_network()
         if val is not None:
             yield val
@@ -458,7 +484,6 @@ class AutoTrainer:
             "reason": reason, "best_val_loss": self.result.best_val_loss, "winner": self.winner,
             "seconds": time.perf_counter() - self._t_start, "history": list(self.history),
         })
-
 
 def _better(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """True when validation ``a`` beats ``b``: higher mean Dice, then lower loss."""
