@@ -11,12 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -24,7 +21,6 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QWidget,
 )
 from superqt import QCollapsible
@@ -134,6 +130,7 @@ class TrainWidget(QWidget):
     def _build_ui(self) -> None:
         from ..engine.factory import training_methods
         from ._layout import follow_content, scroll_body, wrapping_label
+        from ._train_form import add_model_buttons, build_advanced_form
 
         lay = scroll_body(self, main=True)  # the content scrolls: the panel fits a laptop screen next to others
         form = QFormLayout()
@@ -186,46 +183,7 @@ class TrainWidget(QWidget):
         self.showing = wrapping_label("")  # which learner's prediction the person is looking at
         lay.addWidget(self.showing)
 
-        adv = QWidget()
-        aform = QFormLayout(adv)
-        self.iters_spin = QSpinBox(maximum=1_000_000, minimum=1)
-        self.lr_spin = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=1.0, singleStep=1e-4)
-        self.lr_spin.setValue(1e-3)
-        self.batch_spin = QSpinBox(minimum=1, maximum=256)
-        self.patch_spin = QSpinBox(minimum=16, maximum=1024, singleStep=16)
-        self.spatial_combo = QComboBox()
-        self.spatial_combo.addItems(["2d", "3d"])
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
-        self.refresh_spin = QDoubleSpinBox(minimum=0.5, maximum=600.0, decimals=1)
-        self.refresh_spin.setValue(3.0)
-        self.refresh_spin.setSuffix(" s")
-        aform.addRow("Iterations", self.iters_spin)
-        # train for a wall-clock time instead of a step count (the learning rate follows the time)
-        self.budget_spin = QSpinBox(minimum=0, maximum=7 * 24 * 3600, singleStep=30)
-        self.budget_spin.setSpecialValueText("none")
-        self.budget_spin.setSuffix(" s")
-        self.budget_spin.setToolTip("stop after this many seconds of training (none: after the iterations); "
-                                    "the iterations are then an upper limit")
-        aform.addRow("Time limit", self.budget_spin)
-        aform.addRow("Learning rate", self.lr_spin)
-        aform.addRow("Batch size", self.batch_spin)
-        aform.addRow("Patch size", self.patch_spin)
-        aform.addRow("2D / 3D", self.spatial_combo)
-        aform.addRow("Device", self.device_combo)
-        aform.addRow("Refresh every", self.refresh_spin)
-        self.runner_combo = QComboBox()
-        self.runner_combo.addItems(["thread", "process"])
-        self.runner_combo.setToolTip(
-            "thread: fastest and smoothest viewer in our measurements (docs/benchmarks.md); "
-            "process: a crash or out-of-memory kill of training cannot take the viewer down"
-        )
-        aform.addRow("Run training in", self.runner_combo)
-        self.stain_aug_check = QCheckBox("stain augmentation (HED jitter, for H&E)")
-        aform.addRow("", self.stain_aug_check)
-        self.objects_check = QCheckBox("Predict also splits objects (one id per nucleus/cell)")
-        self.objects_check.setChecked(True)
-        aform.addRow("", self.objects_check)
+        adv = build_advanced_form(self)
         self.advanced = follow_content(QCollapsible("Advanced settings"))
         self.advanced.addWidget(adv)
         lay.addWidget(self.advanced)
@@ -242,43 +200,7 @@ class TrainWidget(QWidget):
         self.plot = LossPlot()
         lay.addWidget(self.plot)
 
-        row2 = QHBoxLayout()
-        self.predict_btn = QPushButton("Predict")
-        self.save_btn = QPushButton("Save model")
-        self.load_btn = QPushButton("Load model")
-        self.predict_btn.clicked.connect(self.predict)
-        self.save_btn.clicked.connect(lambda: self.save_model())
-        self.load_btn.clicked.connect(lambda: self.load_model())
-        self.export_btn = QPushButton("Export model...")
-        self.export_btn.setToolTip("Save the model as a bioimage.io package (.zip), ONNX (.onnx) or TorchScript (.pt)")
-        self.export_btn.clicked.connect(lambda: self.export_model())
-        for b in (self.predict_btn, self.save_btn, self.load_btn, self.export_btn):
-            row2.addWidget(b)
-        lay.addLayout(row2)
-        row_many = QHBoxLayout()
-        self.predict_all_btn = QPushButton("Predict all images")
-        self.predict_all_btn.setToolTip("Predict the image layers selected in the layer list (two or more), "
-                                        "else every open image")
-        self.predict_all_btn.clicked.connect(lambda: self.predict_all())
-        self.predict_folder_btn = QPushButton("Predict folder...")
-        self.predict_folder_btn.setToolTip("Predict every image file of a folder into another folder: "
-                                           "<name>_labels.tif (and <name>_objects.tif) per image")
-        self.predict_folder_btn.clicked.connect(lambda: self.predict_folder())
-        row_many.addWidget(self.predict_all_btn)
-        row_many.addWidget(self.predict_folder_btn)
-        lay.addLayout(row_many)
-        row3 = QHBoxLayout()
-        self.accept_btn = QPushButton("Accept selected result")
-        self.accept_btn.setToolTip(
-            "Copy the selected prediction / pseudo-label layer into a new editable annotation layer "
-            "(kind strong). Undo removes that layer again."
-        )
-        self.undo_accept_btn = QPushButton("Undo accept")
-        self.accept_btn.clicked.connect(lambda: self.accept_result())
-        self.undo_accept_btn.clicked.connect(self.undo_accept)
-        row3.addWidget(self.accept_btn)
-        row3.addWidget(self.undo_accept_btn)
-        lay.addLayout(row3)
+        add_model_buttons(self, lay)
         self._accepted: list[str] = []
         lay.addStretch(1)
         self._set_running(False)
@@ -564,116 +486,9 @@ class TrainWidget(QWidget):
 
     def apply_update(self, upd: Any) -> None:
         """Apply one trainer update to the panel and the result layers (main thread)."""
-        from napari.utils.notifications import show_error, show_info
+        from ._train_updates import apply_update
 
-        from ..engine.updates import UpdateKind
-
-        kind, d = upd.kind, upd.data
-        if kind == UpdateKind.STARTED:
-            self.status.setText(f"Training {d.get('method', '')} on {d.get('device', '?')} ...")
-        elif kind == UpdateKind.PROGRESS and d.get("source") == "forest":
-            self._show_forest_fit(upd.iteration, d)
-        elif kind == UpdateKind.PROGRESS:
-            if self.budget_spin.value():  # a time limit: the bar follows whichever ends first
-                self._set_progress_share(upd.iteration / max(upd.total, 1))
-            else:
-                self.progress.setValue(min(upd.iteration, self.progress.maximum()))
-            self.plot.add_train(upd.iteration, float(d.get("loss", np.nan)))
-            # the rate the person sees (previews and validation included), not the bare step rate
-            its = d.get("wall_its_per_s") or d.get("its_per_s")
-            self.status.setText(
-                f"iteration {upd.iteration}/{upd.total}  loss {d.get('loss', float('nan')):.4f}"
-                + (f"  {its:.2f} it/s" if its else "")
-            )
-        elif kind == UpdateKind.VALIDATION:
-            if d.get("source") != "forest":
-                self.plot.add_val(upd.iteration, float(d.get("val_loss", np.nan)))
-            self._show_comparison(d)
-        elif kind == UpdateKind.PREVIEW:
-            from ..engine.sizing import MIN_PREVIEW_ITERATIONS_3D
-            from ._multi import run_image
-
-            image = run_image(self, int(d.get("image_index", 0)))
-
-            if (getattr(self, "_run_spatial", "2d") == "3d" and d.get("source") != "forest"
-                    and upd.iteration < MIN_PREVIEW_ITERATIONS_3D):
-                pass  # an untrained 3D network's prediction floods the slice: wait until it has learnt
-            elif image is not None:
-                _layers.apply_preview(self.viewer, image, d)
-                self._show_source(d.get("source"))
-                self.preview_count += 1
-                if self.first_preview_s is None:
-                    self.first_preview_s = time.monotonic() - self._t_start
-        elif kind == UpdateKind.CHECKPOINT:
-            if d.get("which") == "best":
-                self.best_dir = Path(d["path"])
-            elif d.get("which") == "last":
-                self.last_dir = Path(d["path"])
-        elif kind == UpdateKind.PAUSED:
-            self.status.setText(f"Paused at iteration {upd.iteration}.")
-        elif kind == UpdateKind.LOG:
-            self.status.setText(str(d.get("message", "")))
-        elif kind == UpdateKind.RESULT:
-            from ._multi import run_image
-
-            image = run_image(self, int(d.get("image_index", 0)))
-            if image is not None:
-                _layers.apply_result(self.viewer, image, d)
-            for it, label in d.get("markers", []):
-                self.plot.add_marker(int(it), str(label))
-            for name, curve in d.get("curves", {}).items():
-                self.plot.set_curve(name, curve["x"], curve["y"])
-            if d.get("message"):
-                self.status.setText(str(d["message"]))
-        elif kind == UpdateKind.FINISHED:
-            if d.get("best_path"):
-                self.best_dir = Path(d["best_path"])
-            if d.get("last_path"):
-                self.last_dir = Path(d["last_path"])
-            if d.get("reason") in ("done", "time-budget"):  # finished as planned: a full bar
-                self.progress.setValue(self.progress.maximum())
-            self._finish(f"Training finished ({d.get('reason', 'done')}). Best model: {self.best_dir} "
-                         "(temporary: use Save model to keep it)")
-            show_info("LabelFX: training finished.")
-        elif kind == UpdateKind.FAILED:
-            reason = d.get("reason", "unknown error")
-            self._finish(f"Training failed: {reason}")
-            show_error(f"LabelFX training failed: {reason}")
-
-    def _show_forest_fit(self, iteration: int, d: dict) -> None:
-        """A forest fit: say how long it took; the forest alone fills the progress bar."""
-        if self.method_combo.currentText() == "forest":
-            self.progress.setMaximum(1)
-            self.progress.setValue(1)
-        self.status.setText(f"forest fitted in {d.get('fit_s', 0.0):.1f} s on {d.get('n_samples', 0)} labelled pixels"
-                            + (" (live: paint more, it refits)" if self.method_combo.currentText() == "forest" else ""))
-
-    def _show_source(self, source: str | None) -> None:
-        if source is None:
-            return
-        self._source = source
-        self.showing.setText(self._showing_text())
-
-    def _show_comparison(self, d: dict) -> None:
-        if d.get("source") == "forest":
-            self._forest_dice = d.get("dice_mean")
-        else:
-            self._net_dice = d.get("dice_mean")
-            forest = d.get("forest") or {}
-            self._forest_dice = forest.get("dice_mean", getattr(self, "_forest_dice", None))
-        self.showing.setText(self._showing_text())
-
-    def _showing_text(self) -> str:
-        def fmt(v: Any) -> str:
-            return "-" if v is None else f"{v:.3f}"
-
-        src = getattr(self, "_source", None)
-        text = f"Showing: {src}" if src else ""
-        scores = [f"forest {fmt(getattr(self, '_forest_dice', None))}"]
-        if getattr(self, "_net_dice", None) is not None:
-            scores.append(f"network {fmt(self._net_dice)}")
-        return text + (f"  (held-out Dice: {', '.join(scores)})" if getattr(self, "_forest_dice", None) is not None
-                       or getattr(self, "_net_dice", None) is not None else "")
+        apply_update(self, upd)
 
     def _finish(self, message: str) -> None:
         self._poll_timer.stop()
