@@ -178,3 +178,23 @@ def test_a_near_tie_on_held_out_pixels_shows_the_network():
     assert not _shows_network({"dice_mean": 0.962, "val_loss": 0.3}, forest, 0.0)  # margin 0: strictly better
     assert _shows_network({"dice_mean": 0.97, "val_loss": 0.05}, forest, 0.0)  # a tie: the lower loss
     assert _shows_network({"dice_mean": None, "val_loss": 0.05}, forest, 0.01)  # no Dice: by loss
+
+
+def test_the_forest_is_never_scored_on_pixels_it_trained_on(tmp_path):
+    """At a working scale below 1 the network's split has larger windows and keeps other held-out
+    blocks than the forest's own split; the forest is refitted without them before it is scored."""
+    from napari_labelfx.engine.auto_trainer import _trained_on_held_out
+
+    items = _items(sparse=False, n=2, shape=(320, 320))
+    cfg = _config(tmp_path, val_fraction=0.2, val_block=8, patch_size=(16, 16),
+                  method_params={"n_trees": 4, "sigmas": "1", "scale": 0.5, "pseudo_labels": False})
+    t = AutoTrainer(cfg, items, ["background", "blob"])
+    t._interactive = False
+    list(t._forest_phase())
+    own_split = t.forest.split
+    t._prepare_network(t.forest.items)
+    assert t.net_split.enabled
+    assert _trained_on_held_out(own_split, t.net_split, False)  # the case this guards against happened
+    assert t.forest_refits == 1
+    assert not _trained_on_held_out(t.forest.split, t.net_split, False)
+    assert t.forest_val is not None

@@ -303,12 +303,18 @@ class ForestTrainer:
         s = self.params.settings
         return s.n_trees > QUICK_TREES or s.max_samples > QUICK_SAMPLES
 
-    def _fit(self, items: list[TrainingItem], validate: bool = True, quick: bool = False) -> list[Update]:
-        """Fit on ``items``; ``quick`` uses fewer trees and pixels (a first answer, refined later)."""
+    def _fit(self, items: list[TrainingItem], validate: bool = True, quick: bool = False,
+             split: ValidationSplit | None = None) -> list[Update]:
+        """Fit on ``items``; ``quick`` uses fewer trees and pixels (a first answer, refined later).
+
+        ``split``: hold out exactly these pixels (the default path scores forest and network on the
+        same ones) instead of the forest's own split of ``items``.
+        """
         cfg = self.config
         t0 = time.perf_counter()
-        split = split_validation(items, cfg.val_fraction, cfg.patch_size, cfg.spatial, self.multilabel,
-                                 block=cfg.val_block, seed=cfg.seed)
+        if split is None:
+            split = split_validation(items, cfg.val_fraction, cfg.patch_size, cfg.spatial, self.multilabel,
+                                     block=cfg.val_block, seed=cfg.seed)
         rng = np.random.default_rng([cfg.seed, self.iteration])
         settings = self.params.settings
         if quick:
