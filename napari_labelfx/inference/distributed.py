@@ -662,31 +662,8 @@ def predict_distributed(
         from napari_labelfx.inference.objects import object_class_indices
 
         classes = object_class_indices(pred.class_names, object_classes)  # an unknown name fails before any work
-    slicewise = bool(pred.is_slicewise(chw))
-    spatial = tuple(int(s) for s in chw.shape[1:])
-    roi2 = pred.roi_for(spatial) if roi_size is None else (
-        (int(roi_size),) * pred.spatial_dims if isinstance(roi_size, (int, np.integer)) else tuple(roi_size))
-    roi = (1, *roi2[-2:]) if slicewise else tuple(int(r) for r in roi2)
-    if len(roi) != len(spatial):
-        raise InferenceError(f"roi_size {roi2} does not fit the image's spatial shape {spatial}")
+    slicewise, spatial, roi2, roi, out_chunks, blk, plan = _plan_blocks(pred, chw, roi_size, block, chunks)
     spatial_axes = "ZYX" if len(spatial) == 3 else "YX"
-    from napari_labelfx.inference.streaming import _default_chunks
-
-    want_block = None if block is None else (
-        (int(block),) * len(spatial) if isinstance(block, (int, np.integer)) else tuple(int(b) for b in block))
-    if chunks is not None:
-        out_chunks = tuple(int(c) for c in chunks)
-    else:
-        out_chunks = _default_chunks(spatial, spatial_axes)
-        if want_block is not None and len(want_block) == len(spatial):
-            # blocks smaller than the default chunks: chunks of one block (blocks are whole chunks)
-            out_chunks = tuple(min(c, max(b, min(r, s))) for c, b, r, s in zip(out_chunks, want_block, roi, spatial))
-    if len(out_chunks) != len(spatial) or any(c < 1 for c in out_chunks):
-        raise InferenceError(f"chunks {out_chunks} need one positive size per spatial axis of {spatial}")
-    out_chunks = tuple(min(c, s) for c, s in zip(out_chunks, spatial))
-    blk = default_block(spatial, out_chunks, roi) if want_block is None else align_block(
-        spatial, want_block, out_chunks, roi)
-    plan = BlockPlan(spatial, roi, float(pred.overlap), blk, pred.blend)
     normalisation = pred.normalisation_for(chw)
     multilabel = bool(pred.multilabel)
     k = int(pred.num_classes)
@@ -714,37 +691,14 @@ def predict_distributed(
                                                           min_distance],
         "pyramid": n_levels if as_group else None, "scale": scale_list, "unit": unit,
     }
-    top = partial_folder(output)
-    state = _read_state(top)
-    if top.exists() and (state is None or state.get("fingerprint") != fingerprint
-                         or not (top / str(state.get("epoch"))).is_dir()):
-        shutil.rmtree(top)  # another job's (or a damaged) run folder: start afresh
-        state = None
-    lead_axes, lead = ("C", (k,)) if multilabel else ("", ())
+    lead_axes = "C" if multilabel else ""
     label_axes = lead_axes + spatial_axes
     label_scale = ([1.0] if multilabel else []) + scale_list
-    labels_chunks = (1,) * len(lead) + out_chunks
-    if state is None:
-        # everything of one job lives in a folder of its own name (its "epoch"): a task of a cancelled
-        # run still finishing can only write where that run wrote, never into a new job's arrays
-        state = {"fingerprint": fingerprint, "output": str(output), "epoch": f"run-{uuid.uuid4().hex[:12]}"}
-        folder = top / state["epoch"]
-        for sub in ("done", "pieces", "bands"):
-            (folder / sub).mkdir(parents=True)
-        labels_attrs = _array_attrs(label_axes, label_scale, unit, settings, labels=True)
-        if objects:
-            _create_output(folder / "labels.zarr", lead + spatial, np.uint8 if multilabel else labels_dtype(k),
-                           labels_chunks, label_axes, labels_attrs, pyramid=False)
-            _create_output(folder / "out.zarr", spatial, np.int32, out_chunks, spatial_axes,
-                           _array_attrs(spatial_axes, scale_list, unit, settings, labels=True), pyramid=as_group)
-        else:
-            _create_output(folder / "out.zarr", lead + spatial, np.uint8 if multilabel else labels_dtype(k),
-                           labels_chunks, label_axes, labels_attrs, pyramid=as_group)
-        if confidence is not None:
-            _create_output(folder / "confidence.zarr", spatial, np.float32, out_chunks, spatial_axes,
-                           _array_attrs(spatial_axes, scale_list, unit, settings, labels=False), pyramid=as_group)
-        (top / "job.json").write_text(json.dumps(state), encoding="utf-8")
-    folder = top / state["epoch"]
+    top = partial_folder(output)
+    folder = _prepare_run_folder(
+        top, output, fingerprint, objects=objects, multilabel=multilabel, k=k, spatial=spatial,
+        out_chunks=out_chunks, spatial_axes=spatial_axes, scale_list=scale_list, unit=unit, settings=settings,
+        as_group=as_group, with_confidence=confidence is not None)
     level0 = "out.zarr/0" if as_group else "out.zarr"
     labels_path = folder / ("labels.zarr" if objects else level0)
     conf_path = (folder / ("confidence.zarr/0" if as_group else "confidence.zarr")) if confidence else None
@@ -783,6 +737,75 @@ def predict_distributed(
     shutil.rmtree(top, ignore_errors=True)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
+
+
+def _plan_blocks(pred: Any, chw: Any, roi_size: int | Sequence[int] | None, block: int | Sequence[int] | None,
+                 chunks: Sequence[int] | None) -> tuple[bool, tuple[int, ...], tuple[int, ...], tuple[int, ...],
+                                                        tuple[int, ...], tuple[int, ...], BlockPlan]:
+    """(slicewise, spatial shape, window as asked, window per spatial axis, output chunks, block, plan)."""
+    slicewise = bool(pred.is_slicewise(chw))
+    spatial = tuple(int(s) for s in chw.shape[1:])
+    roi2 = pred.roi_for(spatial) if roi_size is None else (
+        (int(roi_size),) * pred.spatial_dims if isinstance(roi_size, (int, np.integer)) else tuple(roi_size))
+    roi = (1, *roi2[-2:]) if slicewise else tuple(int(r) for r in roi2)
+    if len(roi) != len(spatial):
+        raise InferenceError(f"roi_size {roi2} does not fit the image's spatial shape {spatial}")
+    spatial_axes = "ZYX" if len(spatial) == 3 else "YX"
+    from napari_labelfx.inference.streaming import _default_chunks
+
+    want_block = None if block is None else (
+        (int(block),) * len(spatial) if isinstance(block, (int, np.integer)) else tuple(int(b) for b in block))
+    if chunks is not None:
+        out_chunks = tuple(int(c) for c in chunks)
+    else:
+        out_chunks = _default_chunks(spatial, spatial_axes)
+        if want_block is not None and len(want_block) == len(spatial):
+            # blocks smaller than the default chunks: chunks of one block (blocks are whole chunks)
+            out_chunks = tuple(min(c, max(b, min(r, s))) for c, b, r, s in zip(out_chunks, want_block, roi, spatial))
+    if len(out_chunks) != len(spatial) or any(c < 1 for c in out_chunks):
+        raise InferenceError(f"chunks {out_chunks} need one positive size per spatial axis of {spatial}")
+    out_chunks = tuple(min(c, s) for c, s in zip(out_chunks, spatial))
+    blk = default_block(spatial, out_chunks, roi) if want_block is None else align_block(
+        spatial, want_block, out_chunks, roi)
+    plan = BlockPlan(spatial, roi, float(pred.overlap), blk, pred.blend)
+    return slicewise, spatial, tuple(roi2), roi, out_chunks, blk, plan
+
+
+def _prepare_run_folder(top: Path, output: Path, fingerprint: dict[str, Any], *, objects: bool, multilabel: bool,
+                        k: int, spatial: tuple[int, ...], out_chunks: tuple[int, ...], spatial_axes: str,
+                        scale_list: list[float], unit: str | None, settings: dict[str, Any], as_group: bool,
+                        with_confidence: bool) -> Path:
+    """The folder of this job's run: the unfinished one of the same job, else a new one with empty arrays."""
+    state = _read_state(top)
+    if top.exists() and (state is None or state.get("fingerprint") != fingerprint
+                         or not (top / str(state.get("epoch"))).is_dir()):
+        shutil.rmtree(top)  # another job's (or a damaged) run folder: start afresh
+        state = None
+    lead_axes, lead = ("C", (k,)) if multilabel else ("", ())
+    label_axes = lead_axes + spatial_axes
+    label_scale = ([1.0] if multilabel else []) + scale_list
+    labels_chunks = (1,) * len(lead) + out_chunks
+    if state is None:
+        # everything of one job lives in a folder of its own name (its "epoch"): a task of a cancelled
+        # run still finishing can only write where that run wrote, never into a new job's arrays
+        state = {"fingerprint": fingerprint, "output": str(output), "epoch": f"run-{uuid.uuid4().hex[:12]}"}
+        folder = top / state["epoch"]
+        for sub in ("done", "pieces", "bands"):
+            (folder / sub).mkdir(parents=True)
+        labels_attrs = _array_attrs(label_axes, label_scale, unit, settings, labels=True)
+        if objects:
+            _create_output(folder / "labels.zarr", lead + spatial, np.uint8 if multilabel else labels_dtype(k),
+                           labels_chunks, label_axes, labels_attrs, pyramid=False)
+            _create_output(folder / "out.zarr", spatial, np.int32, out_chunks, spatial_axes,
+                           _array_attrs(spatial_axes, scale_list, unit, settings, labels=True), pyramid=as_group)
+        else:
+            _create_output(folder / "out.zarr", lead + spatial, np.uint8 if multilabel else labels_dtype(k),
+                           labels_chunks, label_axes, labels_attrs, pyramid=as_group)
+        if with_confidence:
+            _create_output(folder / "confidence.zarr", spatial, np.float32, out_chunks, spatial_axes,
+                           _array_attrs(spatial_axes, scale_list, unit, settings, labels=False), pyramid=as_group)
+        (top / "job.json").write_text(json.dumps(state), encoding="utf-8")
+    return top / str(state["epoch"])
 
 
 class _Ticker:
