@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="forest", help="forest (live) or auto")
     p.add_argument("--out", default="out/forest_live")
     p.add_argument("--seconds", type=float, default=20.0, help="how long to keep the session after the stroke")
+    p.add_argument("--setup-seconds", type=float, default=5.0,
+                   help="most seconds between opening the panel and Start (Start comes earlier when the "
+                        "panel's feature prefetch is done)")
     args = p.parse_args(argv)
 
     import napari
@@ -76,7 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         imsave(str(path), viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
         return str(path)
 
-    pump(time.perf_counter() + 2.0)
+    # the person opens the panel and looks at its settings for a few seconds before Start; the panel
+    # computes the view's filter features meanwhile (prefetch). Start when they are ready, or after
+    # --setup-seconds at most.
+    t_setup = time.perf_counter()
+    pump(t_setup + 0.5)
+    pump(t_setup + args.setup_seconds, lambda: getattr(w, "_prefetch_thread", None) is not None
+         and not w._prefetch_thread.is_alive())
+    setup_s = time.perf_counter() - t_setup
+    prefetched = getattr(w, "_prefetch_thread", None) is not None and not w._prefetch_thread.is_alive()
     meter = StallMeter()
     meter.start()
     t_start = time.perf_counter()
@@ -104,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = mask > 0
     report = {
         "image": str(img_path), "shape": list(image.shape), "method": args.method,
+        "setup_s": setup_s, "prefetched_before_start": prefetched, "load_average": list(os.getloadavg()),
         "first_prediction_s": first_s, "stroke_to_prediction_s": stroke_s, "stall_ms": stalls,
         "dice_shown": float(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1)),
         "screenshots": shots, "status": w.status.text(), "showing": w.showing.text(),
