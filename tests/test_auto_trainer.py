@@ -192,9 +192,23 @@ def test_the_forest_is_never_scored_on_pixels_it_trained_on(tmp_path):
     t._interactive = False
     list(t._forest_phase())
     own_split = t.forest.split
-    t._prepare_network(t.forest.items)
+    scored = []
+    real_validation = auto_mod.forest_validation
+
+    def checked_validation(forest, split, *args):
+        scored.append(_trained_on_held_out(t.forest.split, split, False))
+        return real_validation(forest, split, *args)
+
+    auto_mod.forest_validation = checked_validation
+    try:
+        t._prepare_network(t.forest.items)
+    finally:
+        auto_mod.forest_validation = real_validation
     assert t.net_split.enabled
     assert _trained_on_held_out(own_split, t.net_split, False)  # the case this guards against happened
-    assert t.forest_refits == 1
-    assert not _trained_on_held_out(t.forest.split, t.net_split, False)
+    assert scored == [False]  # scored on pixels it had not seen
     assert t.forest_val is not None
+    # then refitted on every painted pixel: the forest shown is the one the person would get alone
+    assert t.forest_refits == 2
+    held = [w.mask.sum() for w in t.net_split.windows]
+    assert sum(held) > 0 and all(np.array_equal(a.target, b.target) for a, b in zip(t.forest.split.train_items, items))
