@@ -103,6 +103,14 @@ def prediction_steps(
         yield {"error": describe_failure(exc)}
 
 
+def report_failure(panel: Any, reason: Any) -> None:
+    """A prediction that failed: say why in the panel's status line and in one notification."""
+    from napari.utils.notifications import show_error
+
+    panel.status.setText(f"Prediction failed: {reason}")
+    show_error(f"LabelFX prediction failed: {reason}")
+
+
 def predict_in_panel(panel: Any) -> Any:
     """Start Predict for the Train panel ``panel``; returns the napari worker (or None when refused)."""
     from napari.qt.threading import thread_worker
@@ -152,8 +160,7 @@ def predict_in_panel(panel: Any) -> Any:
     def _step(msg: dict[str, Any]) -> None:
         try:
             if "error" in msg:
-                panel.status.setText(f"Prediction failed: {msg['error']}")
-                show_error(f"LabelFX prediction failed: {msg['error']}")
+                report_failure(panel, msg["error"])
             elif "labels" in msg:
                 z = msg["z"]
                 region = None if z is None else ((z, z + 1), *((0, s) for s in shape[1:]))
@@ -170,11 +177,11 @@ def predict_in_panel(panel: Any) -> Any:
                     panel.status.setText("Prediction done.")
                 show_info("LabelFX: prediction done.")
         except Exception as exc:  # noqa: BLE001 - e.g. the image layer was removed meanwhile
-            panel.status.setText(f"Prediction failed: {exc}")
-            show_error(f"LabelFX prediction failed: {exc}")
+            report_failure(panel, exc)
 
     worker = _run()
     worker.yielded.connect(_step)
+
     def _finished() -> None:
         viewer.dims.events.current_step.disconnect(_follow)
         panel._set_running(False)

@@ -69,9 +69,10 @@ def predict_distributed_in_panel(panel: Any, output: str | os.PathLike | None = 
                                  workers: int | None = None) -> Any:
     """Start a block-wise Predict of the panel's (lazy) image; returns the napari worker (None if refused)."""
     from napari.qt.threading import thread_worker
-    from napari.utils.notifications import show_error, show_info
+    from napari.utils.notifications import show_info
 
     from ..inference.distributed import Cancelled, machine_workers
+    from ._predict import report_failure
 
     viewer = panel.viewer
     image = panel.image_layer
@@ -147,8 +148,7 @@ def predict_distributed_in_panel(panel: Any, output: str | os.PathLike | None = 
             elif "objects_start" in msg:
                 panel.status.setText("Prediction written; splitting objects across blocks ...")
             elif "error" in msg:
-                panel.status.setText(f"Prediction failed: {msg['error']}")
-                show_error(f"LabelFX prediction failed: {msg['error']}")
+                report_failure(panel, msg["error"])
             elif "cancelled" in msg:
                 panel.status.setText("Prediction stopped; Predict again to continue where it stopped.")
             elif "done" in msg:
@@ -161,8 +161,7 @@ def predict_distributed_in_panel(panel: Any, output: str | os.PathLike | None = 
                 panel.status.setText(text + f". Written to {out}.")
                 show_info("LabelFX: prediction done.")
         except Exception as exc:  # noqa: BLE001 - e.g. the image layer was removed meanwhile
-            panel.status.setText(f"Prediction failed: {exc}")
-            show_error(f"LabelFX prediction failed: {exc}")
+            report_failure(panel, exc)
 
     worker = _run()
     worker.yielded.connect(_step)
