@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from napari_labelfx.annotations import LabelKind, TrainingItem  # noqa: E402
 from napari_labelfx.core.device import autocast_context, select_device  # noqa: E402

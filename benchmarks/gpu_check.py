@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere: the working tree's napari_labelfx
-    sys.path.insert(0, str(ROOT))
+if str(ROOT / "src") not in sys.path:  # run as a script from anywhere: the working tree's napari_labelfx
+    sys.path.insert(0, str(ROOT / "src"))
 
 #: Packages whose absence skips a step (and what for).
 OPTIONAL = {"monai": "inference_vs_monai", "dask": "distributed_prediction", "distributed": "distributed_prediction",
@@ -245,7 +245,7 @@ def inference_vs_monai(args: argparse.Namespace, state: dict[str, Any]) -> dict[
 
 
 def distributed_prediction(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, Any]:
-    if not (ROOT / "napari_labelfx" / "inference" / "distributed.py").is_file():
+    if not (ROOT / "src" / "napari_labelfx" / "inference" / "distributed.py").is_file():
         raise Skip("not available: napari_labelfx/inference/distributed.py is not in this tree")
     missing = [n for n in ("dask", "distributed", "zarr") if _version(n) is None]
     if missing:

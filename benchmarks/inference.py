@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from napari_labelfx.inference import sliding_window_predict  # noqa: E402
 from napari_labelfx.models import build_model, config_from_preset  # noqa: E402

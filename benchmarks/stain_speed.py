@@ -48,7 +48,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 from napari_labelfx.tools.stain import HE_REF, MacenkoNormalizer, ReinhardNormalizer  # noqa: E402
 
 TOLERANCE = {"within_2_min_fraction": 0.999, "mean_abs_diff_max": 1.0}

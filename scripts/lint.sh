@@ -10,7 +10,7 @@ echo "[lint] ruff"
 
 echo "[lint] mypy"
 baseline=$(cat .ci/mypy-baseline)
-report=$("$VPY" -m mypy napari_labelfx 2>&1 || true)
+report=$("$VPY" -m mypy src/napari_labelfx 2>&1 || true)
 count=$(printf '%s\n' "$report" | grep -c ': error:' || true)
 if [ "$count" -gt "$baseline" ]; then
   printf '%s\n' "$report" | grep ': error:' >&2

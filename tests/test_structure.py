@@ -10,7 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "napari_labelfx"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "napari_labelfx"
 
 # Bottom to top: a package may import only packages on its own level or below it.
 LAYERS: list[set[str]] = [
@@ -169,7 +170,7 @@ def test_python_dash_m_runs_the_cli():
 def test_gui_packages_are_an_extra():
     import tomllib
 
-    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     core = " ".join(project["dependencies"]).lower()
     for name in ("napari>", "napari=", "qtpy", "superqt", "magicgui", "pyqt"):
         assert name not in core, name
