@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -32,9 +33,13 @@ def _setup_viewer(size: int):
 
 
 class StallMeter:
-    """A 10 ms QTimer; stall = actual interval - 10 ms."""
+    """A 10 ms QTimer; stall = actual interval - 10 ms.
 
-    def __init__(self) -> None:
+    With ``trace=True`` a watchdog thread samples the main thread's Python stack whenever the timer has
+    not fired for ``trace_after_ms``; ``stop()`` then names where the long stalls were spent.
+    """
+
+    def __init__(self, trace: bool = False, trace_after_ms: float = 120.0) -> None:
         from qtpy.QtCore import QTimer
 
         self.intervals: list[float] = []
@@ -43,6 +48,10 @@ class StallMeter:
         self.timer = QTimer()
         self.timer.setInterval(10)
         self.timer.timeout.connect(self._tick)
+        self._trace = trace
+        self._trace_after = trace_after_ms / 1000
+        self._samples: list[tuple[float, list[str]]] = []  # (tick time the stall started after, stack)
+        self._watch_stop = None
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -54,14 +63,64 @@ class StallMeter:
     def start(self) -> None:
         self._last = None
         self.timer.start()
+        if self._trace:
+            import threading
 
-    def stop(self, after: float | None = None) -> dict:
-        """Stall statistics; with ``after`` (a perf_counter time) also those of ticks after it."""
+            self._watch_stop = threading.Event()
+            main = threading.main_thread().ident
+            threading.Thread(target=self._watch, args=(main,), daemon=True, name="stall-tracer").start()
+
+    def pause(self) -> None:
+        """Stop measuring while the benchmark itself blocks the loop (a screenshot); ``resume`` goes on."""
         self.timer.stop()
+        self._last = None
+
+    def resume(self) -> None:
+        self.timer.start()
+
+    def _watch(self, main_ident: int) -> None:
+        import traceback
+
+        while not self._watch_stop.wait(0.02):
+            last = self._last
+            if last is None or time.perf_counter() - last < self._trace_after:
+                continue
+            frame = sys._current_frames().get(main_ident)
+            if frame is None:
+                continue
+            stack = [f"{Path(fs.filename).name}:{fs.lineno} {fs.name}" for fs in traceback.extract_stack(frame)]
+            self._samples.append((last, stack[-14:]))
+
+    def stop(self, after: float | None = None, top: int = 5) -> dict:
+        """Stall statistics; with ``after`` (a perf_counter time) also those of ticks after it; with tracing,
+        the ``top`` longest stalls with the stack most often sampled in each."""
+        self.timer.stop()
+        if self._watch_stop is not None:
+            self._watch_stop.set()
         out = self._stats(np.asarray(self.intervals))
         if after is not None:
             keep = np.asarray(self.times) > after
             out["after_start"] = self._stats(np.asarray(self.intervals)[keep])
+        if self._trace:
+            out["traced"] = self._traced(top)
+        return out
+
+    def _traced(self, top: int) -> list[dict]:
+        """The longest stalls, each with its most frequent sampled stack (innermost frame last)."""
+        from collections import Counter
+
+        starts = np.asarray(self.times) - np.asarray(self.intervals)
+        by_stall: dict[float, Counter] = {}
+        for last, stack in self._samples:
+            by_stall.setdefault(last, Counter())[tuple(stack)] += 1
+        longest = sorted(by_stall, key=lambda s: -float(np.asarray(self.intervals)[np.isclose(starts, s)].max(initial=0)))
+        out = []
+        for s in longest[:top]:
+            hit = np.isclose(starts, s)
+            ms = float(np.asarray(self.intervals)[hit].max(initial=0)) * 1000 - 10
+            stack, n = by_stall[s].most_common(1)[0]
+            out.append({"stall_ms": round(ms, 1), "samples": int(sum(by_stall[s].values())), "stack": list(stack),
+                        "share_of_samples": round(n / sum(by_stall[s].values()), 2)})
         return out
 
     @staticmethod

@@ -212,3 +212,39 @@ def test_the_forest_is_never_scored_on_pixels_it_trained_on(tmp_path):
     assert t.forest_refits == 2
     held = [w.mask.sum() for w in t.net_split.windows]
     assert sum(held) > 0 and all(np.array_equal(a.target, b.target) for a, b in zip(t.forest.split.train_items, items))
+
+
+def test_many_painted_images_are_compared_on_whole_held_out_images(tmp_path):
+    """With `compare_images` painted images, both learners are scored on whole images neither trained
+    on (held-out blocks next to training strokes cannot show how either does on a new image)."""
+    from napari_labelfx.engine.auto_trainer import _trained_on_held_out
+
+    items = _items(n=4)
+    params = {"n_trees": 4, "sigmas": "1,2", "scale": 1.0, "compare_images": 3}
+    t = AutoTrainer(_config(tmp_path, val_fraction=0.25, method_params=params), items, ["background", "nucleus"])
+    t._interactive = False
+    list(t._forest_phase())
+    scored = []
+    real_validation = auto_mod.forest_validation
+
+    def checked_validation(forest, split, *args):
+        scored.append(_trained_on_held_out(t.forest.split, split, False))
+        return real_validation(forest, split, *args)
+
+    auto_mod.forest_validation = checked_validation
+    try:
+        _, net_items, info = t._prepare_network(t.forest.items)
+    finally:
+        auto_mod.forest_validation = real_validation
+    (held,) = t.net_split.held_items
+    assert scored == [False] and t.forest_val is not None
+    assert (net_items[held].target < 0).all()  # neither painted nor forest labels of the held-out image
+    others = [net for i, net in enumerate(net_items) if i != held]
+    assert all((net.target >= 0).sum() > (item.target >= 0).sum() for net, item in zip(others, items))
+    # below the threshold, or with 0, the comparison holds out blocks inside every image
+    for least in (5, 0):
+        t2 = AutoTrainer(_config(tmp_path, val_fraction=0.25, method_params={**params, "compare_images": least}),
+                         items, ["background", "nucleus"])
+        assert t2._comparison_split(items, (32, 32)).held_items == ()
+    with pytest.raises(ConfigError, match="compare_images"):
+        AutoTrainer(_config(tmp_path, method_params={**params, "compare_images": -1}), items, ["background", "nucleus"])

@@ -79,3 +79,59 @@ def test_volume_slices_and_multilabel():
         assert w.on_slice and w.size[0] == 1 and w.start[0] % 4 == 0
         image, tgt = split.window_arrays(w)
         assert image.shape == (1, 32, 32) and tgt.shape == (2, 32, 32)
+
+
+def _scribbled(shape=(1, 150, 170), seed=0) -> TrainingItem:
+    item = _item(shape, seed)
+    target = np.full(item.target.shape, IGNORE_INDEX, np.int64)
+    target[..., 10:140, 20:30] = 1  # a stroke near the left edge and one crossing the right border
+    target[..., 60:70, 100:170] = 2
+    return TrainingItem(item.image, target, LabelKind.SCRIBBLE)
+
+
+def test_whole_images_held_out_are_scored_once_and_never_trained_on():
+    from napari_labelfx.data.split import count_painted, split_by_item
+
+    items = [_scribbled(seed=s) for s in range(9)] + [TrainingItem(np.zeros((1, 40, 40), np.float32), None,
+                                                                  LabelKind.SCRIBBLE)]
+    assert count_painted(items) == 9
+    split = split_by_item(items, 0.2, (64, 64), seed=1)
+    assert split.enabled and len(split.held_items) == 2  # round(0.2 * 9) of the painted images
+    for i, (train, source) in enumerate(zip(split.train_items, split.source_items)):
+        if source.target is None:
+            assert train.target is None
+            continue
+        painted = source.target >= 0
+        if i in split.held_items:
+            assert (train.target == IGNORE_INDEX).all()  # nothing of it trains
+            held = _held_out(split, i)
+            np.testing.assert_array_equal(held, painted)  # every painted pixel is scored ...
+            n = sum(int(w.mask.sum()) for w in split.windows if w.item_index == i)
+            assert n == int(painted.sum())  # ... exactly once
+            for w in split.windows:  # the image is wider than a window: windows stay inside it
+                assert all(0 <= s and s + z <= d for s, z, d in zip(w.start, w.size, painted.shape))
+        else:
+            np.testing.assert_array_equal(train.target, source.target)
+            assert not any(w.item_index == i for w in split.windows)
+    assert split.n_val_pixels + split.n_train_pixels == sum(int((it.target >= 0).sum()) for it in items[:9])
+    # the same images stay held out when strokes are added, and one painted image always trains
+    more = list(items)
+    more[4] = TrainingItem(more[4].image, np.where(more[4].target < 0, 0, more[4].target), LabelKind.SCRIBBLE)
+    assert split_by_item(more, 0.2, (64, 64), seed=1).held_items == split.held_items
+    two = split_by_item(items[:2], 0.9, (64, 64), seed=1)
+    assert len(two.held_items) == 1
+    one = split_by_item(items[:1], 0.5, (64, 64))
+    assert not one.enabled and "fewer than two" in one.message
+
+
+def test_whole_volumes_held_out_in_2d_mode_are_scored_slice_by_slice():
+    from napari_labelfx.data.split import split_by_item
+
+    items = [_scribbled((1, 5, 80, 90), seed=s) for s in range(3)]
+    split = split_by_item(items, 0.3, (48, 48), mode="2d", seed=0)
+    (held,) = split.held_items
+    assert all(w.on_slice and w.size == (1, 48, 48) for w in split.windows)
+    np.testing.assert_array_equal(_held_out(split, held), items[held].target >= 0)
+    split3 = split_by_item(items, 0.3, (4, 48, 48), mode="3d", seed=0)
+    assert all(not w.on_slice and w.size == (4, 48, 48) for w in split3.windows)
+    np.testing.assert_array_equal(_held_out(split3, held), items[held].target >= 0)

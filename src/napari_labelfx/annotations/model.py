@@ -166,8 +166,12 @@ class AnnotatedImage:
 
     def channels_first(self, normalise: bool = True) -> np.ndarray:
         """The image as float32 ``(C, Y, X)`` / ``(C, Z, Y, X)``; RGBA loses alpha; optional
-        per-channel percentile (1, 99.8) normalisation."""
-        return to_channels_first(self.image, self.axes, normalise=normalise)
+        per-channel percentile (1, 99.8) normalisation. Shared and read-only: the same image gives the same
+        array while its source array is unchanged (a live session asks after every stroke)."""
+        from ._image_cache import cached_view
+
+        return cached_view(self.image, self.axes, normalise,
+                           lambda: to_channels_first(self.image, self.axes, normalise=normalise))
 
     def merge_targets(
         self, class_table: ClassTable

@@ -70,6 +70,8 @@ class ValidationSplit:
     n_val_pixels: int
     message: str | None = None
     multilabel: bool = False
+    #: items held out whole (:func:`split_by_item`); empty for block splits
+    held_items: tuple[int, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -242,3 +244,96 @@ def split_validation(
             instances[held] = 0
         train_items.append(replace(item, target=target, instances=instances))
     return ValidationSplit(train_items, windows, items, total_known - n_val, n_val, None, multilabel)
+
+
+def _painted(items: Sequence[TrainingItem], multilabel: bool) -> list[int]:
+    """Indices of items with at least one annotated pixel."""
+    return [i for i, it in enumerate(items) if it.target is not None and known_mask(it.target, multilabel).any()]
+
+
+def count_painted(items: Sequence[TrainingItem], multilabel: bool = False) -> int:
+    """Number of items with at least one annotated pixel."""
+    return len(_painted(items, multilabel))
+
+
+def split_by_item(
+    items: Sequence[TrainingItem],
+    val_fraction: float,
+    patch_size: Sequence[int],
+    mode: str = "2d",
+    multilabel: bool = False,
+    seed: int = 0,
+    max_windows: int = 64,
+) -> ValidationSplit:
+    """Hold out whole annotated items (images or volumes) instead of blocks inside each item.
+
+    Held-out blocks sit next to training strokes of the same image, which share its staining,
+    illumination and objects; a score on them says little about other images, where a pixel
+    classifier that memorises each image's look falls behind. Holding out whole images measures
+    what Predict on a new image will give.
+
+    ``max(1, round(val_fraction * n))`` of the ``n`` annotated items are held out, those with the
+    lowest fixed random numbers (seeded by item index, so adding strokes does not reshuffle them);
+    at least one annotated item always stays for training. Every annotated pixel of a held-out item
+    leaves training, even when the window cap keeps only part of them for scoring.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    items = list(items)
+    painted = _painted(items, multilabel)
+    total_known = sum(int(known_mask(items[i].target, multilabel).sum()) for i in painted)
+    if len(painted) < 2:
+        return ValidationSplit(items, [], items, total_known, 0,
+                               "fewer than two annotated images: none can be held out whole", multilabel)
+    n_held = min(max(1, round(val_fraction * len(painted))), len(painted) - 1)
+    rank = sorted(painted, key=lambda i: float(np.random.default_rng([seed, i, 31]).random()))
+    held = tuple(sorted(rank[:n_held]))
+    patch = tuple(int(p) for p in patch_size)
+    windows: list[ValWindow] = []
+    for i in held:
+        known = known_mask(items[i].target, multilabel)
+        windows += _tile_windows(i, known, patch, mode == "2d" and known.ndim == 3)
+    if len(windows) > max_windows:
+        keep = np.sort(np.random.default_rng([seed, 7919]).choice(len(windows), max_windows, replace=False))
+        windows = [windows[k] for k in keep]
+    n_val = int(sum(int(w.mask.sum()) for w in windows))
+    n_out = sum(int(known_mask(items[i].target, multilabel).sum()) for i in held)
+    train_items = []
+    for i, item in enumerate(items):
+        if i not in held:
+            train_items.append(item)
+            continue
+        target = np.full_like(item.target, MULTILABEL_IGNORE if multilabel else IGNORE_INDEX)
+        instances = None if item.instances is None else np.zeros_like(item.instances)
+        train_items.append(replace(item, target=target, instances=instances))
+    return ValidationSplit(train_items, windows, items, total_known - n_out, n_val, None, multilabel, held)
+
+
+def _tile_windows(item_index: int, known: np.ndarray, patch: tuple[int, ...], slices: bool) -> list[ValWindow]:
+    """Windows of the patch size over the bounding box of ``known``, each annotated pixel scored in exactly
+    one window; on volumes in 2D mode, one slice per window.
+
+    Windows stay inside the image where it is at least a window wide (the last one per axis is moved
+    back, overlapping its neighbour, whose pixels it does not score again): padding would change the
+    predictions near the border.
+    """
+    win = (1, *patch) if slices else patch
+    spatial = known.shape
+    coords = np.nonzero(known)
+    lo = [int(c.min()) for c in coords]
+    hi = [int(c.max()) + 1 for c in coords]
+    axes = []
+    for a, b, w, d in zip(lo, hi, win, spatial):
+        starts = [min(s, d - w) if d >= w else (d - w) // 2 for s in range(a, b, w)]
+        axes.append(sorted(set(starts)))
+    covered = np.zeros_like(known, dtype=bool)
+    out = []
+    for start in np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(win)):
+        start = tuple(int(s) for s in start)
+        mask = crop_pad(known, start, win, False) & ~crop_pad(covered, start, win, True)
+        if not mask.any():
+            continue
+        out.append(ValWindow(item_index, start, tuple(win), np.array(mask, dtype=bool), slices))
+        inner = tuple(slice(max(s, 0), min(s + w, d)) for s, w, d in zip(start, win, spatial))
+        covered[inner] = True
+    return out

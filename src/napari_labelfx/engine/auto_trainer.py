@@ -26,7 +26,7 @@ import torch
 from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE, LabelKind, TrainingItem
 from ..core.params import Param, ParamError
 from ..data.checks import known_mask
-from ..data.split import ValidationSplit, split_validation
+from ..data.split import ValidationSplit, count_painted, split_by_item, split_validation
 from ..inference.labels import probabilities_to_labels
 from .config import ConfigError, TrainConfig
 from .control import TrainerControl
@@ -52,6 +52,8 @@ AUTO_PARAMS = FOREST_PARAMS.without("live").with_changes("sigmas", important=Fal
           "pixels of images pseudo-labelled (the rest keep their painted pixels only)", min=0),
     Param("compare_block", "int", 0, "edge of the held-out blocks both learners are scored on "
           "(0: the engine's `val_block`)", min=0),
+    Param("compare_images", "int", 5, "hold out whole painted images for the comparison once at least this "
+          "many are painted (blocks inside the images below it; 0: always blocks)", min=0),
     Param("tie_margin", "float", 0.0, "the network is shown once its held-out Dice is at least the forest's "
           "minus this (0: once it is higher)", min=0, max=1),
 )
@@ -236,7 +238,7 @@ class AutoTrainer:
         items = []
         for i, (train, source) in enumerate(zip(split.train_items, split.source_items)):
             p = probs.get(i)
-            if p is None or train.target is None:
+            if p is None or train.target is None or i in split.held_items:
                 items.append(train)
                 continue
             free = ~known_mask(source.target, self.multilabel)  # never painted: not held out either
@@ -259,9 +261,10 @@ class AutoTrainer:
         cfg = self.config
         nd = items[0].image.ndim - 1 if cfg.spatial == "3d" else 2
         patch = tuple(int(round(p / self.scale)) for p in cfg.patch_size)
-        self.net_split = split_validation(items, cfg.val_fraction, patch, cfg.spatial, self.multilabel,
-                                          block=self._compare_block(), seed=cfg.seed)
-        self._refit_forest_without(self.net_split)
+        self.net_split = self._comparison_split(items, patch)
+        if self._refit_forest_without(self.net_split) and probs:
+            # pseudo-labels from a forest that saw the held-out strokes would carry them into the network
+            probs = self._forest_probabilities(items)
         # both learners are scored on the same held-out pixels, which neither trained on
         self.forest_val = forest_validation(self.forest.forest, self.net_split, self.forest.cache,
                                             self.class_names, self.multilabel) if self.net_split.enabled else None
@@ -306,6 +309,18 @@ class AutoTrainer:
         whole = split_validation(list(items), 0.0, cfg.patch_size, cfg.spatial, self.multilabel)
         self.forest._fit(list(items), validate=False, split=whole)
         self.forest_refits += 1
+
+    def _comparison_split(self, items: Sequence[TrainingItem], patch: Sequence[int]) -> ValidationSplit:
+        """The held-out pixels both learners are scored on: whole images once ``compare_images`` are
+        painted (what Predict on another image will meet), else blocks inside the painted images."""
+        cfg = self.config
+        least = self.params["compare_images"]
+        if isinstance(least, bool) or not isinstance(least, int) or least < 0:
+            raise ConfigError(f"auto parameter compare_images must be an integer >= 0, got {least!r}")
+        if least and cfg.val_fraction > 0 and count_painted(items, self.multilabel) >= max(least, 2):
+            return split_by_item(items, cfg.val_fraction, patch, cfg.spatial, self.multilabel, seed=cfg.seed)
+        return split_validation(items, cfg.val_fraction, patch, cfg.spatial, self.multilabel,
+                                block=self._compare_block(), seed=cfg.seed)
 
     def _compare_block(self) -> int:
         """Edge of the held-out blocks both learners are scored on (larger: farther from training strokes)."""
@@ -380,9 +395,7 @@ class AutoTrainer:
                                   self.multilabel, self.config.spatial)
             split = None
             if self.net is not None:  # the forest holds out the pixels both learners are scored on
-                split = split_validation(checked, self.config.val_fraction, self.net.config.patch_size,
-                                         self.config.spatial, self.multilabel, block=self._compare_block(),
-                                         seed=self.config.seed)
+                split = self._comparison_split(checked, self.net.config.patch_size)
             for upd in self.forest._fit(checked, validate=False, split=split):
                 yield Update(upd.kind, self.iteration, self.config.iterations, {**upd.data, "source": "forest"})
         except ValueError as exc:
