@@ -385,3 +385,29 @@ def test_a_2d_forest_predicts_a_volume_slice_by_slice(tmp_path):
     labels = pred(volume).labels
     assert labels.shape == (3, 64, 64)
     np.testing.assert_array_equal(labels[1], pred(image[::-1][None]).labels)
+
+
+@pytest.mark.parametrize("step", [2, 3])
+def test_strided_prediction_is_the_full_prediction_on_the_grid(step, monkeypatch):
+    """Pseudo-labels for a network at scale 1/step classify every step-th pixel only; each path (whole
+    image, tiles of a region, cached tiles) gives the full prediction on that grid."""
+    from napari_labelfx.forest import tiles
+    from napari_labelfx.forest.tiles import FeatureCache, predict_region_probabilities
+
+    monkeypatch.setattr(tiles, "TILE", {2: (40, 48), 3: (8, 16, 16)})  # several tiles on a small image
+    rng = np.random.default_rng(1)
+    image = ndi.gaussian_filter(rng.random((1, 101, 95)), 2).astype(np.float32)
+    bank = FilterBank(sigmas=(1.0, 2.0))
+    x = bank.compute(image).reshape(bank.n_features(1), -1).T
+    forest = PixelForest(2, False, ForestSettings(n_trees=4)).fit(x[::7], (image.reshape(-1)[::7] > 0.5).astype(int))
+    region = (slice(7, 90), slice(13, 95))
+    full = predict_region_probabilities(forest, image, region, bank=bank)
+    want = full[:, ::step, ::step]
+    for kwargs in ({"bank": bank}, {"cache": FeatureCache(bank), "digest": "img"}):
+        got = predict_region_probabilities(forest, image, region, step=step, **kwargs)
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    whole = predict_region_probabilities(forest, image, step=step, cache=FeatureCache(bank, max_bytes=0))
+    np.testing.assert_allclose(whole, predict_region_probabilities(forest, image, bank=bank)[:, ::step, ::step],
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="step"):
+        predict_region_probabilities(forest, image, region, bank=bank, step=0)

@@ -261,15 +261,17 @@ class ForestTrainer:
         probs = self.region_probabilities(image_index, region)
         return probabilities_to_labels(probs, self.multilabel)
 
-    def region_probabilities(self, image_index: int, region: tuple[slice, ...] | None = None) -> np.ndarray:
-        """Probabilities (K, *region) of the current forest on a region of an item (cached features)."""
+    def region_probabilities(self, image_index: int, region: tuple[slice, ...] | None = None,
+                             step: int = 1) -> np.ndarray:
+        """Probabilities (K, *region) of the current forest on a region of an item (cached features); with
+        ``step`` > 1, of every ``step``-th pixel per axis only (see ``predict_region_probabilities``)."""
         if self.forest is None:
             raise ForestError("the forest is not trained yet")
         item, region = self._resolve_region(image_index, region)
         if image_index not in self._digests:
             self._digests[image_index] = image_digest(item.image)
         return predict_region_probabilities(self.forest, item.image, region, self.cache,
-                                            digest=self._digests[image_index])
+                                            digest=self._digests[image_index], step=step)
 
     def run(self, progress: Any = None) -> TrainResult:
         """Fit once (live mode is for ``updates()`` consumers); raise ``TrainingFailed`` on failure."""

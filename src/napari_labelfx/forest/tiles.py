@@ -246,14 +246,34 @@ def sample_training_pixels(
     return np.concatenate(xs).astype(np.float32, copy=False), np.concatenate(ys)
 
 
+def _strided(part: Sequence[slice], region: Sequence[slice], step: int) -> tuple[tuple, tuple] | None:
+    """The pixels of ``part`` (absolute) on the ``step`` grid that starts at ``region``'s start: their slices
+    within ``part`` and their place in the strided output (None: no grid pixel falls in ``part``)."""
+    within, dest = [], []
+    for p, r in zip(part, region):
+        first = r.start + -(-(p.start - r.start) // step) * step  # first grid pixel >= p.start
+        if first >= p.stop:
+            return None
+        n = -(-(p.stop - first) // step)
+        within.append(slice(first - p.start, p.stop - p.start, step))
+        k = (first - r.start) // step
+        dest.append(slice(k, k + n))
+    return tuple(within), tuple(dest)
+
+
 def predict_region_probabilities(
     forest: PixelForest, image: Any, region: Sequence[slice] | None = None, cache: FeatureCache | None = None,
-    bank: FilterBank | None = None, digest: str | None = None, progress: Any = None,
+    bank: FilterBank | None = None, digest: str | None = None, progress: Any = None, step: int = 1,
 ) -> np.ndarray:
     """Class probabilities (K, *region) of the forest on a region (None: all) of a ``(C, *spatial)`` image.
 
-    Works tile by tile (features of one tile at a time), so memory follows the tile, not the image.
+    Works tile by tile (features of one tile at a time), so memory follows the tile, not the image. With
+    ``step`` > 1 only every ``step``-th pixel per axis from the region's start is classified (shape
+    ``ceil(region / step)``): the features are the full-resolution ones, the trees see ``step**d`` times
+    fewer pixels (pseudo-labels for a network that works at scale ``1/step``).
     """
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
     spatial = tuple(int(s) for s in image.shape[1:])
     if region is None:
         region = tuple(slice(0, d) for d in spatial)
@@ -264,7 +284,7 @@ def predict_region_probabilities(
             raise ValueError("give a FeatureCache or a FilterBank")
         cache = FeatureCache(bank, max_bytes=0)
         digest = None
-    shape = tuple(r.stop - r.start for r in region)
+    shape = tuple(-(-(r.stop - r.start) // step) for r in region)
     out = np.empty((forest.num_classes, *shape), np.float32)
     tile = TILE[len(spatial)]
     whole = all(r.start == 0 and r.stop == d for r, d in zip(region, spatial))
@@ -272,6 +292,8 @@ def predict_region_probabilities(
     if digest is None and whole and int(np.prod(spatial)) * n_feat * 4 <= WHOLE_IMAGE_BYTES:
         # nothing to cache and the features fit: one pass over the whole image (no halo recomputed)
         feats = cache.bank.compute(np.asarray(image, np.float32))
+        if step > 1:
+            feats = feats[(slice(None), *(slice(0, None, step) for _ in spatial))]
         flat = feats.reshape(n_feat, -1)
         probs = out.reshape(forest.num_classes, -1)
         step = 262_144
@@ -280,11 +302,16 @@ def predict_region_probabilities(
         return out
     if digest is None:
         # nothing cached: features of the region itself (with its halo), tile by tile of the region
-        for t in tile_grid(shape, tile):
+        full = tuple(r.stop - r.start for r in region)
+        for t in tile_grid(full, tile):
             absolute = tuple(slice(r.start + a.start, r.start + a.stop) for r, a in zip(region, t))
-            feats = cache.bank.compute_region(image, absolute)
+            picked = _strided(absolute, region, step)
+            if picked is None:
+                continue
+            within, dest = picked
+            feats = cache.bank.compute_region(image, absolute)[(slice(None), *within)]
             flat = np.ascontiguousarray(feats.reshape(feats.shape[0], -1).T)
-            out[(slice(None), *t)] = forest.predict_proba(flat).T.reshape(forest.num_classes, *feats.shape[1:])
+            out[(slice(None), *dest)] = forest.predict_proba(flat).T.reshape(forest.num_classes, *feats.shape[1:])
             if progress is not None:
                 progress.update(1)
         return out
@@ -293,11 +320,15 @@ def predict_region_probabilities(
         inter = tuple(slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(t, region))
         if any(s.stop <= s.start for s in inter):
             continue
+        picked = _strided(inter, region, step)
+        if picked is None:
+            continue
+        within, dest = picked
         feats = cache.features(image, t, digest)
-        feats = feats[(slice(None), *(slice(i.start - a.start, i.stop - a.start) for i, a in zip(inter, t)))]
+        feats = feats[(slice(None), *(slice(i.start - a.start + w.start, i.stop - a.start, step)
+                                      for i, a, w in zip(inter, t, within)))]
         flat = np.ascontiguousarray(feats.reshape(feats.shape[0], -1).T)
         probs = forest.predict_proba(flat)
-        dest = tuple(slice(i.start - r.start, i.stop - r.start) for i, r in zip(inter, region))
         out[(slice(None), *dest)] = probs.T.reshape(forest.num_classes, *feats.shape[1:])
         if progress is not None:
             progress.update(1)
