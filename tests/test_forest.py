@@ -411,3 +411,35 @@ def test_strided_prediction_is_the_full_prediction_on_the_grid(step, monkeypatch
                                atol=1e-6)
     with pytest.raises(ValueError, match="step"):
         predict_region_probabilities(forest, image, region, bank=bank, step=0)
+
+
+def test_tiles_whose_halo_covers_the_image_come_from_one_whole_image_pass(monkeypatch):
+    """A volume not much larger than a tile and its halo: one pass computes every tile's features (equal
+    to the tile-by-tile ones); large images keep the tile-by-tile path."""
+    from napari_labelfx.forest import tiles
+    from napari_labelfx.forest.tiles import FeatureCache, image_tiles
+
+    monkeypatch.setattr(tiles, "TILE", {2: (32, 32), 3: (8, 16, 16)})
+    bank = FilterBank(sigmas=(1.0, 2.0), spatial_dims=3)  # halo 13
+    vol = np.random.default_rng(0).random((1, 12, 30, 28)).astype(np.float32)
+    calls = []
+    real = FilterBank.compute_region
+
+    def counted(self, image, region):
+        calls.append(region)
+        return real(self, image, region)
+
+    cache = FeatureCache(bank)
+    monkeypatch.setattr(FilterBank, "compute_region", counted)
+    grid = image_tiles((12, 30, 28))
+    assert len(grid) == 8
+    for t in grid:
+        np.testing.assert_allclose(cache.features(vol, t, "vol"), real(bank, vol, t), atol=1e-5)
+    assert len(calls) == 1 and cache.misses == 1 and cache.hits == 7  # one pass, then cached tiles
+    big = np.random.default_rng(1).random((1, 200, 200)).astype(np.float32)
+    bank2 = FilterBank(sigmas=(1.0,))  # halo 7: a 32x32 tile reads 46x46 of 200x200
+    cache2 = FeatureCache(bank2)
+    t0 = image_tiles((200, 200))[0]
+    assert cache2._whole_image_tiles(big, t0) is None
+    small_budget = FeatureCache(bank, max_bytes=1000)
+    assert small_budget._whole_image_tiles(vol, grid[0]) is None  # the features would not fit the cache
