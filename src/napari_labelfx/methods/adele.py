@@ -9,7 +9,7 @@ agreement weighting (:mod:`napari_labelfx.tools.fusion`), and a known pixel beco
 the fused confidence of ``c`` exceeds ``confidence``, for classes present in that image's initial
 labels only (ADELE). The corrected labels replace the training targets (``ctx.set_training_items``),
 never a person's layer; pixels a person protected (rejected corrections, see
-:mod:`napari_labelfx.review`, passed as ``item.extra["protected"]``) keep their label.
+:mod:`napari_labelfx.annotations.review`, passed as ``item.extra["protected"]``) keep their label.
 
 Results (a ``MethodResult``): curves (agreement per class and its fit), markers (the start epoch), and the
 result layers "corrected labels" (image 0) and "corrected boxes" (instances of the corrected labels, as

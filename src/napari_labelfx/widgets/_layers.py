@@ -85,7 +85,7 @@ def collect_items(viewer: Any, image_layer: Any, layers: list[Any]) -> tuple[lis
     aset = annotation_set_from_layers(image_layer, labels, shapes, table, tags)
     items = aset.training_items()
     # corrections the person rejected in the Review panel stay out of later correction rounds
-    from ..review import protected_mask
+    from ..annotations.review import protected_mask
 
     shape = image_spatial_shape(image_layer)
     protected = None
