@@ -60,7 +60,7 @@ def trainer_steps(cfg: TrainConfig, item: TrainingItem) -> Iterator[int]:
                 torch.cuda.synchronize()
             yield upd.iteration
         elif upd.kind == UpdateKind.FAILED:
-            raise RuntimeError(upd.data["reason"])
+            raise RuntimeError(upd.reason)
 
 
 def bare_steps(cfg: TrainConfig, model_config, item: TrainingItem) -> Iterator[int]:

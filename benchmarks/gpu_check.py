@@ -156,9 +156,9 @@ def _train(args: argparse.Namespace, state: dict[str, Any], method: str, iters: 
     amp = None
     for upd in trainer.updates():
         if upd.kind == UpdateKind.STARTED:
-            amp = bool(upd.data.get("amp"))
+            amp = bool(upd.amp)
         elif upd.kind == UpdateKind.FAILED:
-            raise RuntimeError(upd.data["reason"])
+            raise RuntimeError(upd.reason)
     _sync(args.device)
     seconds = time.perf_counter() - t0
     result = trainer.result

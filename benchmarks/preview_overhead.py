@@ -61,21 +61,21 @@ def run(item: TrainingItem, iterations: int, preview_every_s: float) -> dict:
     if preview_every_s > 0:
         # the whole image, as the panel requests it when the image is in view
         trainer.request_preview(0, tuple(slice(0, d) for d in item.image.shape[1:]))
-    t0, t_first, previews, last = time.perf_counter(), None, 0, {}
+    t0, t_first, previews, last = time.perf_counter(), None, 0, None
     for upd in trainer.updates():
         if upd.kind == UpdateKind.PROGRESS:
             if t_first is None:  # from the first report on: model build and first steps are not previews
                 t_first, it_first = time.perf_counter(), upd.iteration
-            last = upd.data
+            last = upd
         elif upd.kind == UpdateKind.PREVIEW:
             previews += 1
         elif upd.kind == UpdateKind.FAILED:
-            raise RuntimeError(upd.data["reason"])
+            raise RuntimeError(upd.reason)
     t_end = time.perf_counter()
     return {"iterations": iterations, "seconds": t_end - t0, "previews": previews,
             "wall_its_per_s": (iterations - it_first) / max(t_end - t_first, 1e-9),
-            "engine_preview_share": last.get("preview_share"), "panel_its_per_s": last.get("wall_its_per_s"),
-            "step_its_per_s": last.get("its_per_s")}
+            "engine_preview_share": getattr(last, "preview_share", None),
+            "panel_its_per_s": getattr(last, "wall_its_per_s", None), "step_its_per_s": getattr(last, "its_per_s", None)}
 
 
 def main(argv: list[str] | None = None) -> dict:

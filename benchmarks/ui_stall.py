@@ -214,7 +214,7 @@ def run_main_thread(seconds: float, size: int, iters: int) -> dict:
         if upd.kind == UpdateKind.PROGRESS:
             progress.append((time.monotonic(), upd.iteration))
         if upd.kind == UpdateKind.PREVIEW:
-            _layers.apply_preview(viewer, viewer.layers["nuclei"], upd.data)
+            _layers.apply_preview(viewer, viewer.layers["nuclei"], upd.labels, upd.confidence, upd.region)
             if first is None:
                 first = time.monotonic() - t0
         app.processEvents()

@@ -90,9 +90,9 @@ def _case(args: argparse.Namespace) -> dict[str, Any]:
         for upd in auto.updates():
             t_train += time.perf_counter() - t_mark
             if upd.kind == UpdateKind.FAILED:
-                raise RuntimeError(upd.data["reason"])
+                raise RuntimeError(upd.reason)
             if upd.kind == UpdateKind.FINISHED:
-                finished = upd.data
+                finished = upd
             while pending and t_train >= pending[0] and upd.kind in (UpdateKind.PROGRESS, UpdateKind.VALIDATION):
                 folder = tmp / f"snap_{pending[0]}"
                 info = auto.snapshot(folder)
@@ -113,7 +113,7 @@ def _case(args: argparse.Namespace) -> dict[str, Any]:
                 score(tmp / "auto" / "forest")
             print(f"scored {info['t']} s: shown {info['winner']} {info['shown']}", file=sys.stderr, flush=True)
         report["default"] = snaps
-        report["final"] = {"winner": finished and finished.get("winner"), "scale": auto.scale,
+        report["final"] = {"winner": finished and finished.winner, "scale": auto.scale,
                            "diameter": auto.diameter, "iterations": auto.iteration}
     report["load_end"] = os.getloadavg()
     if args.out:

@@ -108,7 +108,7 @@ def train(viewer: Any, w: Any, method: str, iterations: int, patch: int = 96) ->
     wait_until(lambda: bool(ends) and not w.runner.running, 900, "training")
     w.apply_update = orig
     if ends[-1].kind == UpdateKind.FAILED:
-        raise RuntimeError(f"training failed: {ends[-1].data}")
+        raise RuntimeError(f"training failed: {ends[-1].reason}")
     settle(0.5)
 
 

@@ -4,8 +4,18 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
+from typing import Any
 
-from napari_labelfx.engine.updates import Update, UpdateKind
+from napari_labelfx.engine.updates import Finished, Paused, Progress, Resumed, Started
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class CountingProgress(Progress):
+    """A PROGRESS update that also says what the trainer received (module level: it crosses the queue)."""
+
+    n_items: int = 0
+    preview: Any = None
 
 
 class _Control:
@@ -48,31 +58,30 @@ class CountingTrainer:
 
     def updates(self):
         total = int(self.config.get("iterations", 50))
-        yield Update(UpdateKind.STARTED, 0, total, {"device": "cpu", "method": "fake"})
+        yield Started(0, total, device="cpu", method="fake")
         it = 0
         while it < total:
             if self.control.should_stop:
-                yield Update(UpdateKind.FINISHED, it, total, {"reason": "stopped"})
+                yield Finished(it, total, reason="stopped")
                 return
             if self.control.is_paused:
-                yield Update(UpdateKind.PAUSED, it, total)
+                yield Paused(it, total)
                 while self.control.is_paused and not self.control.should_stop:
                     time.sleep(0.01)
-                yield Update(UpdateKind.RESUMED, it, total)
+                yield Resumed(it, total)
                 continue
             it += 1
             time.sleep(float(self.config.get("sleep", 0.01)))
-            yield Update(UpdateKind.PROGRESS, it, total,
-                         {"loss": 1.0 / it, "n_items": len(self.items), "preview": self.preview})
-        yield Update(UpdateKind.FINISHED, it, total, {"reason": "done"})
+            yield CountingProgress(it, total, loss=1.0 / it, n_items=len(self.items), preview=self.preview)
+        yield Finished(it, total, reason="done")
 
 
 class FailingTrainer(CountingTrainer):
     """Raises inside training after a few steps."""
 
     def updates(self):
-        yield Update(UpdateKind.STARTED, 0, 3, {})
-        yield Update(UpdateKind.PROGRESS, 1, 3, {"loss": 1.0})
+        yield Started(0, 3)
+        yield Progress(1, 3, loss=1.0)
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
@@ -80,6 +89,6 @@ class DyingTrainer(CountingTrainer):
     """Kills its own process (as the OOM killer would)."""
 
     def updates(self):
-        yield Update(UpdateKind.STARTED, 0, 3, {})
+        yield Started(0, 3)
         time.sleep(0.2)
         os._exit(9)

@@ -66,22 +66,22 @@ def test_default_path_shows_the_forest_first_then_keeps_both(tmp_path):
     assert isinstance(trainer, AutoTrainer)
     ups = list(trainer.updates())
     kinds = [u.kind for u in ups]
-    assert kinds[0] == UpdateKind.STARTED and kinds[-1] == UpdateKind.FINISHED, ups[-1].data
+    assert kinds[0] == UpdateKind.STARTED and kinds[-1] == UpdateKind.FINISHED, ups[-1]
     first_preview = next(u for u in ups if u.kind == UpdateKind.PREVIEW)
-    assert first_preview.data["source"] == "forest"
+    assert first_preview.source == "forest"
     # a quick forest answers first, the full one (whose pseudo-labels the network learns) follows
-    forest_fits = [u.data["quick"] for u in ups if u.kind == UpdateKind.PROGRESS and u.data["source"] == "forest"]
+    forest_fits = [u.quick for u in ups if u.kind == UpdateKind.PROGRESS and u.source == "forest"]
     assert forest_fits[:2] == [True, False]
     assert [len(f.estimators_) for f in trainer.forest.forest.forests] == [8]
     # the forest is scored before the network has taken a step
     assert kinds.index(UpdateKind.PREVIEW) < next(i for i, u in enumerate(ups)
-                                                  if u.kind == UpdateKind.PROGRESS and u.data["source"] == "network")
-    net_vals = [u for u in ups if u.kind == UpdateKind.VALIDATION and u.data["source"] == "network"]
-    assert net_vals and all("winner" in u.data and u.data["forest"]["dice_mean"] is not None for u in net_vals)
+                                                  if u.kind == UpdateKind.PROGRESS and u.source == "network")
+    net_vals = [u for u in ups if u.kind == UpdateKind.VALIDATION and u.source == "network"]
+    assert net_vals and all(u.winner is not None and u.forest["dice_mean"] is not None for u in net_vals)
     run = tmp_path / "run"
     choice = json.loads((run / "choice.json").read_text())
     assert (run / "forest" / "forest.npz").is_file() and (run / "network" / "best" / "model.safetensors").is_file()
-    assert choice["winner"] in ("forest", "network") and ups[-1].data["best_path"] == choice["best"]
+    assert choice["winner"] in ("forest", "network") and ups[-1].best_path == choice["best"]
     pred = Predictor.from_folder(choice["best"])  # "Predict" uses the better one, whichever it is
     assert pred(_items()[0].image, normalise=False).labels.shape == (96, 96)
 
@@ -94,11 +94,11 @@ def test_switch_to_the_network_when_it_scores_higher(tmp_path, monkeypatch):
     cfg = _config(tmp_path, preview_every_s=0.001)
     trainer = make_trainer(cfg, _items(), ["background", "nucleus"])
     ups = list(trainer.updates())
-    assert ups[-1].kind == UpdateKind.FINISHED and ups[-1].data["winner"] == "network"
-    assert ups[-1].data["best_path"].endswith("best") and "network" in ups[-1].data["best_path"]
-    sources = [u.data["source"] for u in ups if u.kind == UpdateKind.PREVIEW]
+    assert ups[-1].kind == UpdateKind.FINISHED and ups[-1].winner == "network"
+    assert ups[-1].best_path.endswith("best") and "network" in ups[-1].best_path
+    sources = [u.source for u in ups if u.kind == UpdateKind.PREVIEW]
     assert sources[0] == "forest" and "network" in sources  # previews follow the winner
-    logs = [u.data["message"] for u in ups if u.kind == UpdateKind.LOG]
+    logs = [u.message for u in ups if u.kind == UpdateKind.LOG]
     assert any("now showing the network" in m for m in logs)
 
 

@@ -36,7 +36,7 @@ def _run(p: float, multilabel: bool = False):
     names = ["fg", "bg"] if multilabel else ["background", "lesion"]
     trainer = Trainer(cfg, _items(multilabel), names, multilabel=multilabel)
     updates = list(trainer.updates())
-    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1].data
+    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1]
     return trainer, updates
 
 
@@ -45,15 +45,15 @@ def test_chexseg_publishes_saliency_and_pseudo_masks_and_mixes():
     assert trainer.model.image_head is not None  # the classifier head was added
     results = [u for u in updates if u.kind == UpdateKind.RESULT]
     assert len(results) == 1 and results[0].iteration == 3
-    layers = results[0].data["layers"]
+    layers = results[0].by_name()
     assert set(layers) == {"saliency lesion tagged3", "pseudo-mask tagged3", "saliency lesion tagged2",
                            "pseudo-mask tagged2"}
     pm = layers["pseudo-mask tagged2"]
-    assert pm["type"] == "labels" and pm["data"].shape == (32, 32) and pm["image_index"] == 2
-    assert set(np.unique(pm["data"])) <= {0, 1}
-    sal = layers["saliency lesion tagged2"]["data"]
+    assert pm.kind == "labels" and pm.data.shape == (32, 32) and pm.image_index == 2
+    assert set(np.unique(pm.data)) <= {0, 1}
+    sal = layers["saliency lesion tagged2"].data
     assert sal.shape == (32, 32) and 0.0 <= sal.min() and sal.max() <= 1.0
-    assert results[0].data["markers"] == [[3, "pseudo-masks"]]
+    assert results[0].markers == ((3, "pseudo-masks"),)
     method = trainer.method
     assert len(method.thresholds) == 1 and 0 < method.thresholds[0] < 1  # chosen on the strong masks
     share = [r["loss_pseudo_share"] for r in trainer.history if r["kind"] == "train"]
@@ -65,7 +65,7 @@ def test_chexseg_p1_keeps_strong_samples_and_multilabel_runs():
     trainer, _ = _run(1.0)
     assert all(r["loss_pseudo_share"] == 0.0 for r in trainer.history if r["kind"] == "train")
     trainer, updates = _run(0.5, multilabel=True)
-    layers = [u for u in updates if u.kind == UpdateKind.RESULT][0].data["layers"]
+    layers = [u for u in updates if u.kind == UpdateKind.RESULT][0].by_name()
     assert "pseudo-mask fg tagged2" in layers and "pseudo-mask bg tagged2" in layers
 
 
@@ -83,7 +83,7 @@ def _run_params(params: dict, multilabel: bool = False):
     names = ["fg", "bg"] if multilabel else ["background", "lesion"]
     trainer = Trainer(cfg, _items(multilabel), names, multilabel=multilabel)
     updates = list(trainer.updates())
-    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1].data
+    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1]
     return trainer, updates
 
 
@@ -100,7 +100,7 @@ def test_chexseg_distillation_freezes_a_teacher_and_learns_its_soft_outputs(mult
     assert all("loss_distill" not in r for r in train[:3])
     assert all(r["loss_distill"] >= 0 and r["loss_pseudo_share"] == 1.0 for r in train[3:])
     results = [u for u in updates if u.kind == UpdateKind.RESULT]
-    assert results[0].data["markers"] == [[3, "teacher"]]
+    assert results[0].markers == ((3, "teacher"),)
     assert not method._pseudo  # no Grad-CAM pseudo-masks in this variant
 
 

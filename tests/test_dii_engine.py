@@ -48,37 +48,37 @@ def test_dii_dcr_trains_in_the_engine_and_shows_the_weights():
     torch.set_num_threads(1)
     trainer = Trainer(_config(), _items(), ["bg", "fg"])
     ups = list(trainer.updates())
-    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1].data
+    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1]
     assert set(trainer.models) == {"net", "net2"}
     w1 = trainer.models["net"].head.weight
     w2 = trainer.models["net2"].head.weight
     assert not torch.allclose(w1, w2)  # two different networks
     progress = [u for u in ups if u.kind == UpdateKind.PROGRESS]
-    assert {"ce", "ce2", "cps", "dice"} <= set(progress[-1].data["losses"])
+    assert {"ce", "ce2", "cps", "dice"} <= set(progress[-1].losses)
     method = trainer.method
     table = method.weights_table()
     assert [(r["item"], r["instance"]) for r in table] == [("weak0", 1), ("weak0", 2)]
     assert all(r["gamma"] != 0.5 for r in table)  # two weight updates happened (iterations 3 and 6)
     results = [u for u in ups if u.kind == UpdateKind.RESULT]
     assert results
-    final = results[-1].data
-    layers = final["layers"]
-    weights = layers["weak weights"]["data"]
-    assert weights.shape == (32, 32) and layers["weak weights"]["kwargs"]["colormap"] == "turbo"
+    final = results[-1]
+    layers = final.by_name()
+    weights = layers["weak weights"].data
+    assert weights.shape == (32, 32) and layers["weak weights"].colormap == "turbo"
     inst = _items()[0].instances
     assert np.isnan(weights[inst == 0]).all()
     assert np.allclose(weights[inst == 1], table[0]["gamma"]) and np.allclose(weights[inst == 2], table[1]["gamma"])
-    feats = layers["weak trust"]["kwargs"]["features"]
+    feats = layers["weak trust"].table
     assert feats["index"] == [0, 1, 2] and feats["gamma"][1:] == pytest.approx([r["gamma"] for r in table])
-    assert "least trusted" in final["message"]
-    assert final["curves"]["mean weak gamma"]["x"] == [3, 6]
+    assert "least trusted" in final.message
+    assert list(final.curves["mean weak gamma"].x) == [3, 6]
 
 
 def test_dii_alone_uses_one_network_and_resumes_its_weights():
     torch.set_num_threads(1)
     trainer = Trainer(_config(dcr=False), _items(), ["bg", "fg"])
     ups = list(trainer.updates())
-    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1].data
+    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1]
     assert set(trainer.models) == {"net"}
     state = trainer.method.state_dict()
     fresh = create_method("dii-dcr", {"dcr": False})
@@ -95,7 +95,7 @@ def test_weak_as_strong_baseline_keeps_unit_weights():
     torch.set_num_threads(1)
     trainer = Trainer(_config(dii=False, dcr=False, gamma_init=1.0), _items(), ["bg", "fg"])
     ups = list(trainer.updates())
-    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1].data
+    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1]
     assert np.all(trainer.method.gammas == 1.0)
 
 

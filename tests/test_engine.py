@@ -117,7 +117,7 @@ def test_a_failing_step_yields_failed_with_a_reason():
     trainer = Trainer(_cfg(method="_test_exploding", log_every=1), [item], ["bg", "fg"])
     ups = list(trainer.updates())
     assert ups[-1].kind == UpdateKind.FAILED
-    assert ups[-1].data["reason"] == "out of GPU memory: reduce batch or patch size (or use a smaller model preset)"
+    assert ups[-1].reason == "out of GPU memory: reduce batch or patch size (or use a smaller model preset)"
     assert ups[-1].iteration == 2 and trainer.result.stopped_reason == "failed"
     other = Trainer(_cfg(method="_test_exploding", method_params={"message": "boom"}), [item], ["bg", "fg"])
     with pytest.raises(TrainingFailed, match="training failed at iteration 2: RuntimeError: boom"):
@@ -129,8 +129,8 @@ def test_checkpoints_best_and_last_and_resume_continues(tmp_path):
     items = [d[0] for d in data]
     cfg = _cfg(iterations=8, val_fraction=0.2, val_every=4, output_dir=str(tmp_path / "run"), val_block=8)
     ups = list(Trainer(cfg, items, ["bg", "fg"]).updates())
-    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1].data
-    ckpts = [(u.iteration, u.data["which"]) for u in ups if u.kind == UpdateKind.CHECKPOINT]
+    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1]
+    ckpts = [(u.iteration, u.which) for u in ups if u.kind == UpdateKind.CHECKPOINT]
     assert (4, "best") in ckpts and (8, "last") in ckpts
     assert any(u.kind == UpdateKind.VALIDATION for u in ups)
     for which in ("best", "last"):
@@ -141,12 +141,12 @@ def test_checkpoints_best_and_last_and_resume_continues(tmp_path):
         assert config["class_names"] == ["bg", "fg"] and config["method"] == "supervised"
         state = torch.load(folder / "training_state.pt", weights_only=True)  # no pickled objects
         assert state["iteration"] in (4, 8)
-    assert ups[-1].data["best_path"].endswith("best") and ups[-1].data["last_path"].endswith("last")
+    assert ups[-1].best_path.endswith("best") and ups[-1].last_path.endswith("last")
 
     resumed = Trainer(_cfg(iterations=12, resume_from=str(tmp_path / "run" / "last"), log_every=2,
                            output_dir=str(tmp_path / "run2")), items, ["bg", "fg"])
     ups = list(resumed.updates())
-    assert ups[0].kind == UpdateKind.STARTED and ups[0].data["start_iteration"] == 8
+    assert ups[0].kind == UpdateKind.STARTED and ups[0].start_iteration == 8
     progress = [u.iteration for u in ups if u.kind == UpdateKind.PROGRESS]
     assert progress[0] == 10 and progress[-1] == 12
     assert resumed.result.iterations == 12
@@ -165,11 +165,11 @@ def test_3d_patch_mode_runs_and_previews_a_slice():
     trainer = Trainer(_cfg(spatial="3d", patch_size=(8, 16, 16), iterations=4, log_every=2, preview_every_s=0.001),
                       [item], ["bg", "fg"])
     ups = list(trainer.updates())
-    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1].data
+    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1]
     assert trainer.model.config.spatial_dims == 3
     previews = [u for u in ups if u.kind == UpdateKind.PREVIEW]
-    assert previews and previews[0].data["region"] == ((8, 9), (0, 24), (0, 24))  # middle annotated slice
-    assert previews[0].data["labels"].shape == (1, 24, 24)
+    assert previews and previews[0].region == ((8, 9), (0, 24), (0, 24))  # middle annotated slice
+    assert previews[0].labels.shape == (1, 24, 24)
     labels, conf = trainer.predict_region(0, (slice(2, 10), slice(0, 12), slice(4, 20)))
     assert labels.shape == (8, 12, 16) and conf.shape == (8, 12, 16) and conf.min() >= 0.5 - 1e-6
 
@@ -186,17 +186,17 @@ def test_previews_come_early_follow_requests_and_new_items_apply():
             break
     # the first preview comes right after the first PROGRESS: default image 0, whole image
     assert kinds[-2:] == [UpdateKind.PROGRESS, UpdateKind.PREVIEW]
-    assert upd.iteration == 2 and upd.data["image_index"] == 0 and upd.data["labels"].shape == (48, 48)
+    assert upd.iteration == 2 and upd.image_index == 0 and upd.labels.shape == (48, 48)
     trainer.request_preview(1, (slice(10, 30), slice(0, 16)))
     nxt = next(u for u in gen if u.kind == UpdateKind.PREVIEW)
-    assert nxt.iteration == 3 and nxt.data["image_index"] == 1 and nxt.data["labels"].shape == (20, 16)
+    assert nxt.iteration == 3 and nxt.image_index == 1 and nxt.labels.shape == (20, 16)
     trainer.set_items([item, other])  # the GUI re-sends unchanged annotations at every refresh: a no-op
     nxt = next(gen)
     assert nxt.kind != UpdateKind.LOG and trainer._pending_items is None
     scribbles = TrainingItem(item.image, np.full((48, 48), IGNORE_INDEX, np.int64), LabelKind.SCRIBBLE)
     scribbles.target[5, :] = 0
     trainer.set_items([scribbles, other])
-    logs = [u.data["message"] for u in gen if u.kind == UpdateKind.LOG]
+    logs = [u.message for u in gen if u.kind == UpdateKind.LOG]
     assert sum("updated annotations" in m for m in logs) == 1
     assert trainer.result.stopped_reason == "done"
     assert trainer._sampler.items[0].target is not None and (trainer._sampler.items[0].target == 0).sum() == 48
@@ -208,7 +208,7 @@ def test_too_few_pixels_for_validation_is_logged():
     item.target[5, 5:10] = 1
     item.target[40, 5:10] = 0
     ups = list(Trainer(_cfg(iterations=2, val_fraction=0.2), [item], ["bg", "fg"]).updates())
-    logs = [u.data["message"] for u in ups if u.kind == UpdateKind.LOG]
+    logs = [u.message for u in ups if u.kind == UpdateKind.LOG]
     assert any("too few annotated pixels" in m for m in logs)
     assert ups[-1].kind == UpdateKind.FINISHED
 
@@ -239,9 +239,9 @@ def test_multilabel_training_runs():
     item = TrainingItem(target.astype(np.float32), target, LabelKind.STRONG)
     trainer = Trainer(_cfg(iterations=4, preview_every_s=0.001, log_every=2), [item], ["a", "b"], multilabel=True)
     ups = list(trainer.updates())
-    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1].data
+    assert ups[-1].kind == UpdateKind.FINISHED, ups[-1]
     preview = next(u for u in ups if u.kind == UpdateKind.PREVIEW)
-    assert preview.data["labels"].shape == (2, 32, 32) and set(np.unique(preview.data["labels"])) <= {0, 1}
+    assert preview.labels.shape == (2, 32, 32) and set(np.unique(preview.labels)) <= {0, 1}
 
 
 def test_bad_settings_are_clear_errors():
@@ -316,8 +316,8 @@ def test_a_bad_preview_request_falls_back_to_the_default_with_a_warning():
     trainer = Trainer(_cfg(iterations=2, log_every=1), [item], ["bg", "fg"])
     trainer.request_preview(5, None)  # no such image
     ups = list(trainer.updates())
-    warn = [u for u in ups if u.kind == UpdateKind.LOG and "out of range" in u.data["message"]]
+    warn = [u for u in ups if u.kind == UpdateKind.LOG and "out of range" in u.message]
     preview = [u for u in ups if u.kind == UpdateKind.PREVIEW]
-    assert warn and preview and preview[0].data["image_index"] == 0
+    assert warn and preview and preview[0].image_index == 0
     with pytest.raises(ValueError, match="empty or outside the image"):
         trainer.predict_region(0, (slice(60, 70), slice(0, 5)))

@@ -39,7 +39,7 @@ def test_trains(method, multilabel):
     names = ["a", "b"] if multilabel else ["bg", "a", "b"]
     # tau low so that the strong-view term is active from the first iterations
     updates = _train(method, _items(3, 2, multilabel), names, multilabel, tau=0.4)
-    last = [u for u in updates if u.kind == UpdateKind.PROGRESS][-1].data["losses"]
+    last = [u for u in updates if u.kind == UpdateKind.PROGRESS][-1].losses
     assert "fixmatch" in last and np.isfinite(last["fixmatch"])
     assert (method == "rpg+") == ("rpg" in last)
 

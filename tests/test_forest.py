@@ -257,7 +257,7 @@ def test_live_mode_refits_after_new_strokes_and_stops():
     while sum(u.kind == UpdateKind.PROGRESS for u in seen) < 4 and time.time() < deadline:
         time.sleep(0.05)
     trainer.request_preview(0, (slice(10, 50), slice(20, 60)))
-    while seen[-1].kind != UpdateKind.PREVIEW or seen[-1].data["region"] != ((10, 50), (20, 60)):
+    while seen[-1].kind != UpdateKind.PREVIEW or seen[-1].region != ((10, 50), (20, 60)):
         assert time.time() < deadline
         time.sleep(0.05)
     trainer.control.stop()
@@ -265,7 +265,7 @@ def test_live_mode_refits_after_new_strokes_and_stops():
     assert not worker.is_alive()
     kinds = [u.kind for u in seen]
     assert kinds.count(UpdateKind.PROGRESS) >= 2 and kinds[-1] == UpdateKind.FINISHED
-    assert seen[-1].data["reason"] == "stopped"
+    assert seen[-1].reason == "stopped"
     fits = [h for h in trainer.history if h["kind"] == "train"]
     assert fits[0]["quick"] and not fits[1]["quick"]  # a quick answer first, refined while idle
     assert fits[-1]["n_samples"] > fits[0]["n_samples"]  # the new strokes were used

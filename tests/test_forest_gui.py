@@ -36,10 +36,10 @@ def test_live_forest_updates_after_each_stroke(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: "img prediction" in viewer.layers and w.preview_count >= 1, timeout=60_000)
     assert "forest" in w.showing.text()
     # a quick forest may answer first and be refined at once; wait for the full one and its preview
-    fits = lambda: sum(u.kind == UpdateKind.PROGRESS and not u.data.get("quick") for u in seen)  # noqa: E731
+    fits = lambda: sum(u.kind == UpdateKind.PROGRESS and not u.quick for u in seen)  # noqa: E731
 
     def refined_and_shown() -> bool:
-        idx = [i for i, u in enumerate(seen) if u.kind == UpdateKind.PROGRESS and not u.data.get("quick")]
+        idx = [i for i, u in enumerate(seen) if u.kind == UpdateKind.PROGRESS and not u.quick]
         return bool(idx) and any(u.kind == UpdateKind.PREVIEW for u in seen[idx[0] + 1:])
 
     qtbot.waitUntil(refined_and_shown, timeout=60_000)
@@ -78,11 +78,11 @@ def test_default_path_in_the_panel_names_the_shown_learner(make_napari_viewer, q
     w.start()
     qtbot.waitUntil(lambda: any(u.kind == UpdateKind.FINISHED for u in seen) and not w.runner.running,
                     timeout=120_000)
-    assert not any(u.kind == UpdateKind.FAILED for u in seen), [u.data for u in seen if u.kind == UpdateKind.FAILED]
+    assert not any(u.kind == UpdateKind.FAILED for u in seen), [u for u in seen if u.kind == UpdateKind.FAILED]
     first_preview = next(u for u in seen if u.kind == UpdateKind.PREVIEW)
-    assert first_preview.data["source"] == "forest"
+    assert first_preview.source == "forest"
     assert "Showing:" in w.showing.text()
     if any(u.kind == UpdateKind.VALIDATION for u in seen):  # held-out pixels to compare on
         assert "Dice" in w.showing.text()
-    winner = seen[-1].data["winner"]
+    winner = seen[-1].winner
     assert w.model_dir is not None and w.model_dir.name == ("forest" if winner == "forest" else "best")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from napari_labelfx.annotations import LabelKind, TrainingItem
+from napari_labelfx.core.results import MethodResult, ResultLayer
 from napari_labelfx.engine import TrainConfig, Trainer, UpdateKind
 from napari_labelfx.methods import (
     Method,
@@ -74,7 +75,8 @@ class _DeepSupervisionProbe(Method):
         self.calls["epoch"] += 1
 
     def result_layers(self):
-        return {"calls": dict(self.calls)}
+        calls = np.array([self.calls["iteration"]], np.int32)
+        return MethodResult(layers=(ResultLayer(name="calls", kind="image", data=calls),))
 
 
 def models_depth(ctx) -> int:
@@ -91,12 +93,12 @@ def test_a_registered_method_gets_its_networks_batch_and_hooks():
     trainer = Trainer(cfg, [item], ["bg", "fg"])
     ups = list(trainer.updates())
     kinds = [u.kind for u in ups]
-    assert kinds[-1] == UpdateKind.FINISHED, ups[-1].data
+    assert kinds[-1] == UpdateKind.FINISHED, ups[-1]
     progress = [u for u in ups if u.kind == UpdateKind.PROGRESS]
-    assert set(progress[0].data["losses"]) == {"main", "twin"}
+    assert set(progress[0].losses) == {"main", "twin"}
     method = trainer.method
     assert method.calls["start"] == 1 and method.calls["iteration"] == 6 and method.calls["pseudo"] == 2
     assert method.calls["epoch"] == 6 // trainer._ctx.epoch_length
     results = [u for u in ups if u.kind == UpdateKind.RESULT]
-    assert results and results[-1].data["layers"]["calls"]["iteration"] == 6
+    assert results and int(results[-1].by_name()["calls"].data[0]) == 6
     assert trainer.model is trainer.models["net"]

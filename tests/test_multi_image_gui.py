@@ -87,7 +87,7 @@ def test_two_images_train_together_then_predict_both(make_napari_viewer, qtbot, 
     np.testing.assert_array_equal(items[0].target, mask_b.astype(np.int64))
     qtbot.waitUntil(lambda: not w.runner.running and any(u.kind in (UpdateKind.FINISHED, UpdateKind.FAILED)
                                                          for u in seen), timeout=120_000)
-    assert not [u.data for u in seen if u.kind == UpdateKind.FAILED]
+    assert not [u for u in seen if u.kind == UpdateKind.FAILED]
     assert w.model_dir is not None and (w.model_dir / "model.safetensors").is_file()
     assert not got["error"], got["error"]
 

@@ -3,7 +3,7 @@ the right pixels, rejections survive in layer metadata as protected pixels."""
 import numpy as np
 import pytest
 
-from napari_labelfx.review import REVIEW_KEY, ReviewError, ReviewSession, diff_labels, protected_mask
+from napari_labelfx.annotations.review import REVIEW_KEY, ReviewError, ReviewSession, diff_labels, protected_mask
 
 
 def _pair():

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("napari")
 
 from napari_labelfx.annotations.layers import KIND_KEY  # noqa: E402
-from napari_labelfx.review import REVIEW_KEY, protected_mask  # noqa: E402
+from napari_labelfx.annotations.review import REVIEW_KEY, protected_mask  # noqa: E402
 from napari_labelfx.widgets.generate_labels import GenerateLabelsWidget  # noqa: E402
 from napari_labelfx.widgets.review import ReviewWidget  # noqa: E402
 

@@ -37,7 +37,7 @@ def _train(method, items, names, multilabel=False, iters=3, **params):
     trainer = Trainer(cfg, items, names, multilabel=multilabel)
     updates = list(trainer.updates())
     kinds = [u.kind for u in updates]
-    assert UpdateKind.FAILED not in kinds, [u.data for u in updates if u.kind == UpdateKind.FAILED]
+    assert UpdateKind.FAILED not in kinds, [u for u in updates if u.kind == UpdateKind.FAILED]
     return updates
 
 
@@ -54,17 +54,17 @@ def test_rpg_trains_on_unlabelled_items_and_publishes_layers(multilabel):
     names = ["a", "b"] if multilabel else ["bg", "a", "b"]
     updates = _train("rpg", _items(3, 2, multilabel), names, multilabel)
     progress = [u for u in updates if u.kind == UpdateKind.PROGRESS]
-    assert progress and all(np.isfinite(u.data["loss"]) for u in progress)
-    assert "rpg" in progress[-1].data["losses"] and "rpg_w" in progress[-1].data["losses"]
+    assert progress and all(np.isfinite(u.loss) for u in progress)
+    assert "rpg" in progress[-1].losses and "rpg_w" in progress[-1].losses
     results = [u for u in updates if u.kind == UpdateKind.RESULT]
     assert results
-    layers = results[-1].data["layers"]
+    layers = results[-1].by_name()
     lab, w = layers["pseudo-label"], layers["pseudo-label weight"]
-    assert lab["type"] == "labels" and w["type"] == "image"
-    assert lab["image_index"] == 2  # the only unlabelled item
-    shape = tuple(b - a for a, b in lab["region"])
-    assert lab["data"].shape == shape == w["data"].shape
-    assert 0.0 <= float(w["data"].min()) and float(w["data"].max()) <= 1.0
+    assert lab.kind == "labels" and w.kind == "image"
+    assert lab.image_index == 2  # the only unlabelled item
+    shape = tuple(b - a for a, b in lab.region)
+    assert lab.data.shape == shape == w.data.shape
+    assert 0.0 <= float(w.data.min()) and float(w.data.max()) <= 1.0
 
 
 def test_gui_case_queries_are_the_unpainted_pixels():
@@ -74,10 +74,10 @@ def test_gui_case_queries_are_the_unpainted_pixels():
     target[20:] = IGNORE_INDEX
     item = TrainingItem(image=item.image, target=target, kind="scribble", name="gui")
     updates = _train("rpg", [item], ["bg", "a", "b"], iters=2, result_every=1)
-    res = [u for u in updates if u.kind == UpdateKind.RESULT][-1].data["layers"]["pseudo-label weight"]
-    (y0, y1), (x0, x1) = res["region"]
+    res = [u for u in updates if u.kind == UpdateKind.RESULT][-1].by_name()["pseudo-label weight"]
+    (y0, y1), (x0, x1) = res.region
     known = target[y0:y1, x0:x1] != IGNORE_INDEX
-    assert (res["data"][known] == 0).all()  # painted pixels are not pseudo-labelled
+    assert (res.data[known] == 0).all()  # painted pixels are not pseudo-labelled
     assert (~known).any()
 
 

@@ -33,7 +33,7 @@ def test_runs_to_completion(mode):
     ups = r.wait(timeout=20)
     kinds = [u.kind for u in ups]
     assert kinds[0] == UpdateKind.STARTED
-    assert kinds[-1] == UpdateKind.FINISHED and ups[-1].data["reason"] == "done"
+    assert kinds[-1] == UpdateKind.FINISHED and ups[-1].reason == "done"
     assert sum(k == UpdateKind.PROGRESS for k in kinds) == 5
     assert not r.running
 
@@ -51,10 +51,10 @@ def test_pause_resume_stop_thread():
     got = _wait_for(r, lambda u: u.kind == UpdateKind.PROGRESS and u.iteration > it_paused)
     r.send_items([1, 2, 3])
     r.request_preview(0, (slice(0, 4),))
-    got = _wait_for(r, lambda u: u.kind == UpdateKind.PROGRESS and u.data["n_items"] == 3 and u.data["preview"])
+    got = _wait_for(r, lambda u: u.kind == UpdateKind.PROGRESS and u.n_items == 3 and u.preview)
     r.stop()
     got = _wait_for(r, lambda u: u.kind == UpdateKind.FINISHED)
-    assert got[-1].data["reason"] == "stopped"
+    assert got[-1].reason == "stopped"
     assert not r.running
 
 
@@ -63,7 +63,7 @@ def test_error_becomes_failed_update_with_reason():
     r.start()
     ups = r.wait(timeout=20)
     assert ups[-1].kind == UpdateKind.FAILED
-    assert "out of GPU memory" in ups[-1].data["reason"]
+    assert "out of GPU memory" in ups[-1].reason
 
 
 def test_process_mode_stop_and_killed_worker():
@@ -72,14 +72,14 @@ def test_process_mode_stop_and_killed_worker():
     _wait_for(r, lambda u: u.kind == UpdateKind.PROGRESS, timeout=60)
     r.stop()
     got = _wait_for(r, lambda u: u.kind == UpdateKind.FINISHED, timeout=30)
-    assert got[-1].data["reason"] == "stopped"
+    assert got[-1].reason == "stopped"
     r.terminate()
 
     dying = TrainingRunner(_job("DyingTrainer"), mode="process")
     dying.start()
     ups = dying.wait(timeout=60)
     assert ups[-1].kind == UpdateKind.FAILED
-    assert "ended unexpectedly" in ups[-1].data["reason"]
+    assert "ended unexpectedly" in ups[-1].reason
 
 
 def test_bad_mode():

@@ -8,6 +8,7 @@ import torch
 
 from napari_labelfx.annotations import LabelKind, TrainingItem
 from napari_labelfx.annotations.kinds import IGNORE_INDEX
+from napari_labelfx.core.results import MethodResult
 from napari_labelfx.engine import TrainConfig, Trainer, UpdateKind
 from napari_labelfx.methods import MethodContext, MethodError, create_method
 
@@ -72,10 +73,10 @@ def test_saturating_agreement_switches_correction_on_and_adds_the_missing_cell()
     assert method.initial[0][missing].max() == 0  # the reference stays the initial labels
     items = [s for s in sink if isinstance(s, TrainingItem)]
     assert items and np.array_equal(items[-1].target, corrected)
-    payload = [s for s in sink if isinstance(s, dict)][-1]
-    assert "agreement class 1" in payload["curves"] and "ADELE fit class 1" in payload["curves"]
-    assert [6, "correction on (class 1, epoch 6)"] in payload["markers"]  # iteration 6 = epoch 6 here
-    assert "corrected labels" in payload["layers"] and "corrected boxes" in payload["layers"]
+    payload = [s for s in sink if isinstance(s, MethodResult)][-1]
+    assert "agreement class 1" in payload.curves and "ADELE fit class 1" in payload.curves
+    assert (6, "correction on (class 1, epoch 6)") in payload.markers  # iteration 6 = epoch 6 here
+    assert {"corrected labels", "corrected boxes"} <= set(payload.by_name())
 
 
 def test_correction_respects_confidence_present_classes_and_protected_pixels():
@@ -126,9 +127,9 @@ def test_runs_in_the_training_loop(method):
                       val_fraction=0.0, preview_every_s=0, method_params=params, log_every=4)
     trainer = Trainer(cfg, [item], ["background", "nucleus"])
     updates = list(trainer.updates())
-    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1].data
+    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1]
     results = [u for u in updates if u.kind == UpdateKind.RESULT]
-    assert results and "agreement class 1" in results[-1].data["curves"]
+    assert results and "agreement class 1" in results[-1].curves
     assert len(trainer.method.scores) == 6
     if method == "sissi":
         # training images are the synthetic ones, the correction's reference keeps the real image
@@ -149,7 +150,7 @@ def test_mixed_batches_with_a_clean_source_set(tmp_path):
                       val_fraction=0.0, preview_every_s=0, method_params=params, log_every=1)
     trainer = Trainer(cfg, [item], ["background", "nucleus"])
     updates = list(trainer.updates())
-    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1].data
+    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1]
     method = trainer.method
     assert len(method.clean_items) == 3 and method.clean_items[0].image.shape == (1, 48, 48)
     # equal numbers: each step's forward ran on 2 target + 2 clean patches

@@ -80,7 +80,7 @@ def test_method_trains_on_a_volume_or_refuses_clearly(method, spatial):
         assert method in str(exc) and "\n" not in str(exc)
         pytest.skip(f"{method} refuses {spatial} volumes: {exc}")
     updates = list(trainer.updates())
-    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1].data
+    assert updates[-1].kind == UpdateKind.FINISHED, updates[-1]
     if method in ("adele", "sissi"):  # the whole volume was predicted at each epoch end
         assert len(trainer.method.scores) == 3
     # a preview of a slice the person looks at, with the trained network

@@ -177,7 +177,7 @@ def test_train_widget_volume_preview_slice(make_napari_viewer, qtbot):
     w.start()
     qtbot.waitUntil(lambda: w.runner is not None and not w.runner.running and
                     any(u.kind in (UpdateKind.FINISHED, UpdateKind.FAILED) for u in seen), timeout=120_000)
-    assert not any(u.kind == UpdateKind.FAILED for u in seen), [u.data for u in seen if u.kind == UpdateKind.FAILED]
+    assert not any(u.kind == UpdateKind.FAILED for u in seen), [u for u in seen if u.kind == UpdateKind.FAILED]
     assert viewer.layers["vol prediction"].data.shape == (8, 48, 48)
 
 

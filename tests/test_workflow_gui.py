@@ -36,7 +36,7 @@ def _record(w):
 def _wait_training(qtbot, w, seen):
     qtbot.waitUntil(lambda: w.runner is not None and not w.runner.running and
                     any(u.kind in (UpdateKind.FINISHED, UpdateKind.FAILED) for u in seen), timeout=120_000)
-    failed = [u.data for u in seen if u.kind == UpdateKind.FAILED]
+    failed = [u for u in seen if u.kind == UpdateKind.FAILED]
     assert not failed, failed
 
 
@@ -73,7 +73,7 @@ def test_sample_volume_trained_on_slices_predicted_whole_with_objects(make_napar
     viewer.dims.set_current_step(0, 5)
     qtbot.waitUntil(lambda: w._last_region is not None and w._last_region[0] == (5, 6), timeout=10_000)
     _wait_training(qtbot, w, seen)
-    previews = [u.data["region"][0] for u in seen if u.kind == UpdateKind.PREVIEW]
+    previews = [u.region[0] for u in seen if u.kind == UpdateKind.PREVIEW]
     assert (5, 6) in [tuple(r) for r in previews]
     assert viewer.layers.selection.active is strong
 
@@ -84,7 +84,9 @@ def test_sample_volume_trained_on_slices_predicted_whole_with_objects(make_napar
     import napari_labelfx.widgets._layers as lay
 
     orig_apply = lay.apply_preview
-    monkeypatch.setattr(lay, "apply_preview", lambda v, im, p: (order.append(p["region"]), orig_apply(v, im, p))[1])
+    monkeypatch.setattr(lay, "apply_preview",
+                        lambda v, im, labels, conf, region=None: (order.append(region),
+                                                                  orig_apply(v, im, labels, conf, region))[1])
     worker = w.predict()
     with qtbot.waitSignal(worker.finished, timeout=120_000):
         pass
@@ -229,7 +231,7 @@ def test_preview_covers_the_whole_visible_field_of_view(make_napari_viewer, qtbo
     seen = _record(w)
     w.start()
     _wait_training(qtbot, w, seen)
-    regions = [u.data["region"] for u in seen if u.kind == UpdateKind.PREVIEW]
+    regions = [u.region for u in seen if u.kind == UpdateKind.PREVIEW]
     assert regions and [tuple(r) for r in regions[-1]] == [(0, 64), (0, 1300)]
     conf = np.asarray(viewer.layers["wide confidence"].data)
     assert conf[:, -1].min() > 0 and conf[:, 0].min() > 0  # both edges predicted

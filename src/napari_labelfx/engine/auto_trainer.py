@@ -32,7 +32,7 @@ from .config import ConfigError, TrainConfig
 from .control import TrainerControl
 from .forest_trainer import FOREST_DEFAULTS, FOREST_PARAMS, ForestTrainer, forest_validation
 from .trainer import Trainer, TrainResult, failed_update
-from .updates import Update, UpdateKind
+from .updates import Checkpoint, Failed, Finished, Log, Progress, Started, Update, UpdateKind, Validation
 from .validation import evaluate_split
 
 #: Parameters of ``method="auto"``: the forest's (see ``FOREST_PARAMS``) and the network's.
@@ -167,11 +167,11 @@ class AutoTrainer:
         self._interactive = False  # a batch run: nobody waits for a quick first forest
         last = 0
         for upd in self.updates():
-            if upd.kind == UpdateKind.PROGRESS and progress is not None and upd.data.get("source") == "network":
+            if upd.kind == UpdateKind.PROGRESS and progress is not None and upd.source == "network":
                 progress.update(upd.iteration - last)
                 last = upd.iteration
-            elif upd.kind == UpdateKind.FAILED:
-                raise TrainingFailed(upd.data["reason"], upd)
+            elif isinstance(upd, Failed):
+                raise TrainingFailed(upd.reason, upd)
         assert self.result is not None
         return self.result
 
@@ -200,7 +200,7 @@ class AutoTrainer:
 
     # -- internals -----------------------------------------------------------------------------------
     def _log(self, message: str, level: str = "info") -> Update:
-        return Update(UpdateKind.LOG, self.iteration, self.config.iterations, {"message": message, "level": level})
+        return Log(self.iteration, self.config.iterations, message=message, level=level)
 
     def _estimate_scale(self, items: Sequence[TrainingItem]) -> float:
         if self.params["scale"] != "auto":
@@ -352,7 +352,7 @@ class AutoTrainer:
             raise ConfigError(f"auto parameter compare_block must be 0 (val_block) or >= 4 pixels, got {block!r}")
         return block or self.config.val_block
 
-    def _evaluate_network(self) -> Update | None:
+    def _evaluate_network(self) -> Validation | None:
         assert self.net is not None and self.net_split is not None
         if not self.net_split.enabled:
             # nothing held out to compare on: keep the network as trained; the forest stays shown
@@ -378,9 +378,9 @@ class AutoTrainer:
                   "dice_mean": metrics["dice_mean"], "forest_dice": (self.forest_val or {}).get("dice_mean"),
                   "winner": self.winner, "seconds": time.perf_counter() - self._t_start}
         self.history.append(record)
-        data = {**metrics, "best": improved, "best_val_loss": self.net_val["val_loss"], "source": "network",
-                "forest": self.forest_val, "winner": self.winner, "changed": before != self.winner}
-        return Update(UpdateKind.VALIDATION, self.net.iteration, cfg.iterations, data)
+        return Validation.from_metrics(self.net.iteration, cfg.iterations, metrics, best=improved,
+                                       best_val_loss=self.net_val["val_loss"], source="network",
+                                       forest=self.forest_val, winner=self.winner, changed=before != self.winner)
 
     def _save_network(self, folder: Path) -> Path:
         from ..models.checkpoint import save_model
@@ -405,7 +405,7 @@ class AutoTrainer:
 
     def _forest_preview(self) -> Update:
         upd = self.forest._preview()
-        return Update(UpdateKind.PREVIEW, self.iteration, self.config.iterations, {**upd.data, "source": "forest"})
+        return replace(upd, iteration=self.iteration, total=self.config.iterations, source="forest")
 
     def _apply_pending(self) -> Iterator[Update]:
         pending, self._pending = self._pending, None
@@ -420,7 +420,7 @@ class AutoTrainer:
             if self.net is not None:  # the forest holds out the pixels both learners are scored on
                 split = self._comparison_split(checked, self.net.config.patch_size)
             for upd in self.forest._fit(checked, validate=False, split=split):
-                yield Update(upd.kind, self.iteration, self.config.iterations, {**upd.data, "source": "forest"})
+                yield replace(upd, iteration=self.iteration, total=self.config.iterations, source="forest")
         except ValueError as exc:
             yield self._log(f"new annotations not used: {exc}", "warning")
             return
@@ -437,18 +437,15 @@ class AutoTrainer:
 
     def _run(self) -> Iterator[Update]:
         cfg = self.config
-        yield Update(UpdateKind.STARTED, 0, cfg.iterations, {
-            "device": "cpu", "method": "auto", "total": cfg.iterations, "start_iteration": 0, "amp": False,
-            "n_items": len(self.forest.items), "validation": cfg.val_fraction > 0,
-        })
+        yield Started(0, cfg.iterations, device="cpu", method="auto", start_iteration=0, amp=False,
+                      n_items=len(self.forest.items), validation=cfg.val_fraction > 0)
         yield from self._forest_phase()
         net_cfg, net_items, info = self._prepare_network(self.forest.items)
         if self.forest_refits:
             yield self._forest_preview()  # the forest refitted (see _fit_forest_on_everything)
         if self.out_dir is not None:
             self.forest.save(self.out_dir / "forest")
-            yield Update(UpdateKind.CHECKPOINT, 0, cfg.iterations,
-                         {"path": str(self.out_dir / "forest"), "which": "forest", "val_loss": None})
+            yield Checkpoint(0, cfg.iterations, path=str(self.out_dir / "forest"), which="forest", val_loss=None)
         yield self._log(
             f"forest ready in {self.forest.fit_seconds:.1f} s (held-out Dice "
             f"{_fmt((self.forest_val or {}).get('dice_mean'))}); network training at scale {self.scale:g} "
@@ -475,11 +472,11 @@ class AutoTrainer:
             self.forest.cache = shared_cache(self.forest.bank)  # features the panel prefetched
             if self.forest.quick_differs:  # a first answer within about a second, refined at once
                 for upd in self.forest._fit(self.forest.items, validate=False, quick=True):
-                    yield Update(upd.kind, 0, cfg.iterations, {**upd.data, "source": "forest"})
+                    yield replace(upd, iteration=0, total=cfg.iterations, source="forest")
                 yield self._forest_preview()
         # scored later, on the network's held-out split (the same pixels for both learners)
         for upd in self.forest._fit(self.forest.items, validate=False):
-            yield Update(upd.kind, 0, cfg.iterations, {**upd.data, "source": "forest"})
+            yield replace(upd, iteration=0, total=cfg.iterations, source="forest")
         yield self._forest_preview()
 
     def _network_phase(self, outcome: dict[str, Any]) -> Iterator[Update]:
@@ -492,8 +489,8 @@ class AutoTrainer:
             kind = upd.kind
             if kind == UpdateKind.STARTED:
                 continue
-            if kind == UpdateKind.FINISHED:
-                outcome["reason"] = upd.data.get("reason", "done")
+            if isinstance(upd, Finished):
+                outcome["reason"] = upd.reason
                 return
             if kind == UpdateKind.FAILED:
                 self.result = TrainResult(None, None, self.history, "failed", self.iteration)
@@ -503,11 +500,10 @@ class AutoTrainer:
             if kind == UpdateKind.CHECKPOINT:
                 continue  # the network's own last/ folders; the chosen model is written at the end
             if kind == UpdateKind.PREVIEW:
-                yield Update(kind, upd.iteration, upd.total, {**upd.data, "source": "network"}) \
-                    if self.winner == "network" else self._forest_preview()
+                yield replace(upd, source="network") if self.winner == "network" else self._forest_preview()
                 continue
-            if kind == UpdateKind.PROGRESS:
-                yield Update(kind, upd.iteration, upd.total, {**upd.data, "source": "network", "winner": self.winner})
+            if isinstance(upd, Progress):
+                yield replace(upd, source="network", winner=self.winner)
                 if upd.iteration - last_eval >= self.config.val_every:
                     last_eval = upd.iteration
                     yield from self._compare()
@@ -521,7 +517,7 @@ class AutoTrainer:
         if val is None:
             return
         yield val
-        if val.data["changed"]:
+        if val.changed:
             yield self._log(f"now showing the {self.winner} (held-out Dice: network "
                             f"{_fmt((self.net_val or {}).get('dice_mean'))}, forest "
                             f"{_fmt((self.forest_val or {}).get('dice_mean'))})")
@@ -544,17 +540,17 @@ class AutoTrainer:
             choice = {"winner": self.winner, "best": str(best), "forest": self.forest_val, "network": self.net_val,
                       "network_iteration": self.best_net_iteration, "scale": self.scale, "diameter": self.diameter}
             (self.out_dir / "choice.json").write_text(json.dumps(choice, indent=2, default=float) + "\n")
-            yield Update(UpdateKind.CHECKPOINT, self.iteration, cfg.iterations,
-                         {"path": str(best), "which": "best", "val_loss": None, "source": self.winner})
+            yield Checkpoint(self.iteration, cfg.iterations, path=str(best), which="best", val_loss=None,
+                             source=self.winner)
         if self.winner == "network" and self.best_net_state is not None:
             self.net.model.load_state_dict(self.best_net_state)
         self.result = TrainResult(best, best, self.history, reason, self.iteration,
                                   None if self.net_val is None else self.net_val["val_loss"])
-        yield Update(UpdateKind.FINISHED, self.iteration, cfg.iterations, {
-            "best_path": None if best is None else str(best), "last_path": None if best is None else str(best),
-            "reason": reason, "best_val_loss": self.result.best_val_loss, "winner": self.winner,
-            "seconds": time.perf_counter() - self._t_start, "history": list(self.history),
-        })
+        yield Finished(
+            self.iteration, cfg.iterations, best_path=None if best is None else str(best),
+            last_path=None if best is None else str(best), reason=reason, best_val_loss=self.result.best_val_loss,
+            winner=self.winner, seconds=time.perf_counter() - self._t_start, history=list(self.history),
+        )
 
 def _trained_on_held_out(trained: ValidationSplit, scored: ValidationSplit, multilabel: bool) -> bool:
     """Whether a learner fitted on ``trained``'s training pixels saw any pixel ``scored`` holds out."""

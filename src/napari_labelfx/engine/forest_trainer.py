@@ -36,7 +36,7 @@ from .config import ConfigError, TrainConfig
 from .control import TrainerControl
 from .preview import RegionError, resolve_region
 from .trainer import DEFAULT_NORMALISATION, TrainResult, failed_update
-from .updates import Update, UpdateKind
+from .updates import Checkpoint, Failed, Finished, Log, Preview, Progress, Started, Update, Validation
 
 #: Parameters of ``method="forest"`` (``TrainConfig.method_params``).
 FOREST_PARAMS = ParamSpec((
@@ -280,10 +280,10 @@ class ForestTrainer:
         # a batch run (CLI, eval) fits once: live refits need somebody painting and pressing Stop
         self.params = replace(self.params, live=False)
         for upd in self.updates():
-            if upd.kind == UpdateKind.PROGRESS and progress is not None:
+            if isinstance(upd, Progress) and progress is not None:
                 progress.update(1)
-            elif upd.kind == UpdateKind.FAILED:
-                raise TrainingFailed(upd.data["reason"], upd)
+            elif isinstance(upd, Failed):
+                raise TrainingFailed(upd.reason, upd)
         assert self.result is not None
         return self.result
 
@@ -332,15 +332,16 @@ class ForestTrainer:
         self.iteration += 1
         self.fit_seconds = time.perf_counter() - t0
         out: list[Update] = []
+        fits_per_s = 1.0 / max(self.fit_seconds, 1e-9)
         record = {"kind": "train", "iteration": self.iteration, "loss": float("nan"), "lr": 0.0,
-                  "its_per_s": 1.0 / max(self.fit_seconds, 1e-9), "fit_s": self.fit_seconds,
+                  "its_per_s": fits_per_s, "fit_s": self.fit_seconds,
                   "feature_s": t_feat, "n_samples": int(x.shape[0]), "quick": quick}
         self.history.append(record)
-        out.append(Update(UpdateKind.PROGRESS, self.iteration, self.iteration, {
-            "loss": float("nan"), "losses": {}, "lr": 0.0, "its_per_s": record["its_per_s"], "epoch": self.iteration,
-            "elapsed_s": self.fit_seconds, "eta_s": 0.0, "fit_s": self.fit_seconds, "n_samples": int(x.shape[0]),
-            "source": "forest", "quick": quick,
-        }))
+        out.append(Progress(
+            self.iteration, self.iteration, loss=float("nan"), losses={}, lr=0.0, its_per_s=fits_per_s,
+            epoch=self.iteration, elapsed_s=self.fit_seconds, eta_s=0.0, fit_s=self.fit_seconds,
+            n_samples=int(x.shape[0]), source="forest", quick=quick,
+        ))
         if validate:
             out += self._validate()
         return out
@@ -354,8 +355,8 @@ class ForestTrainer:
             self.validation = metrics
             self.history.append({"kind": "val", "iteration": self.iteration, "val_loss": metrics["val_loss"],
                                  "dice_mean": metrics["dice_mean"], "accuracy": metrics["accuracy"]})
-            out.append(Update(UpdateKind.VALIDATION, self.iteration, self.iteration,
-                              {**metrics, "best": True, "best_val_loss": metrics["val_loss"], "source": "forest"}))
+            out.append(Validation.from_metrics(self.iteration, self.iteration, metrics, best=True,
+                                               best_val_loss=metrics["val_loss"], source="forest"))
         else:
             self.validation = None
         return out
@@ -365,9 +366,8 @@ class ForestTrainer:
         yield from self._validate()
         if out_dir is not None:
             self.save(out_dir / "best")
-            yield Update(UpdateKind.CHECKPOINT, self.iteration, self.iteration,
-                         {"path": str(out_dir / "best"), "which": "best",
-                          "val_loss": None if self.validation is None else self.validation["val_loss"]})
+            yield Checkpoint(self.iteration, self.iteration, path=str(out_dir / "best"), which="best",
+                             val_loss=None if self.validation is None else self.validation["val_loss"])
 
     def save(self, folder: str | Path) -> Path:
         """Write the current forest as a model folder."""
@@ -381,7 +381,7 @@ class ForestTrainer:
             "validation": self.validation,
         })
 
-    def _preview(self) -> Update | None:
+    def _preview(self) -> Preview:
         self._preview_new = False
         index, region = self._preview_request
         try:
@@ -389,10 +389,9 @@ class ForestTrainer:
         except RegionError:
             index, (item, region) = 0, self._resolve_region(0, None)
         labels, confidence = self.predict_region(index, region)
-        return Update(UpdateKind.PREVIEW, self.iteration, self.iteration, {
-            "image_index": index, "region": tuple((s.start, s.stop) for s in region),
-            "labels": labels, "confidence": confidence, "name": item.name, "source": "forest",
-        })
+        return Preview(self.iteration, self.iteration, image_index=index,
+                       region=tuple((s.start, s.stop) for s in region), labels=labels, confidence=confidence,
+                       name=item.name, source="forest")
 
     def _resolve_region(self, image_index: int, region: tuple | None) -> tuple[TrainingItem, tuple[slice, ...]]:
         return resolve_region(self.items, image_index, region, self.multilabel)
@@ -400,11 +399,8 @@ class ForestTrainer:
     def _run(self) -> Iterator[Update]:
         t_start = time.perf_counter()
         out_dir = None if self.config.output_dir is None else Path(self.config.output_dir)
-        yield Update(UpdateKind.STARTED, 0, 1, {
-            "device": "cpu", "method": "forest", "total": 1, "start_iteration": 0, "amp": False,
-            "n_items": len(self.items), "features": self.bank.n_features(self.items[0].image.shape[0]),
-            "live": self.params.live,
-        })
+        yield Started(0, 1, device="cpu", method="forest", start_iteration=0, amp=False, n_items=len(self.items),
+                      features=self.bank.n_features(self.items[0].image.shape[0]), live=self.params.live)
         if self.params.live:
             # the features of the painted tiles (and of the view) may already be computing: the
             # panel starts them when the image is chosen (see forest.tiles.prefetch_features)
@@ -418,8 +414,7 @@ class ForestTrainer:
             if not self.params.live:
                 raise
             # live: the first strokes may hold one class only; wait for the person to paint more
-            yield Update(UpdateKind.LOG, 0, 1, {"message": f"{exc}: paint more, the forest fits as soon as it can",
-                                                "level": "warning"})
+            yield Log(0, 1, message=f"{exc}: paint more, the forest fits as soon as it can", level="warning")
         if self.forest is not None and (self.config.preview_every_s > 0 or self.params.live):
             yield self._preview()
         if self.forest is not None and not self.quick:
@@ -431,14 +426,13 @@ class ForestTrainer:
                 try:
                     checked = check_items(pending, self.num_classes, self.multilabel, self.config.spatial)
                 except ValueError as exc:
-                    yield Update(UpdateKind.LOG, self.iteration, self.iteration,
-                                 {"message": f"new annotations not used: {exc}", "level": "warning"})
+                    yield Log(self.iteration, self.iteration, message=f"new annotations not used: {exc}",
+                              level="warning")
                     continue
                 try:
                     yield from self._fit(checked, validate=False, quick=self.quick_differs)
                 except (ForestError, ValueError) as exc:  # e.g. the person erased one class
-                    yield Update(UpdateKind.LOG, self.iteration, self.iteration,
-                                 {"message": f"forest not refitted: {exc}", "level": "warning"})
+                    yield Log(self.iteration, self.iteration, message=f"forest not refitted: {exc}", level="warning")
                     continue
                 yield self._preview()
                 if not self.quick:
@@ -463,8 +457,8 @@ class ForestTrainer:
         best = None if out_dir is None or self.forest is None else out_dir / "best"
         self.result = TrainResult(best, best, self.history, reason, self.iteration,
                                   None if self.validation is None else self.validation["val_loss"])
-        yield Update(UpdateKind.FINISHED, self.iteration, self.iteration, {
-            "best_path": None if best is None else str(best), "last_path": None if best is None else str(best),
-            "reason": reason, "best_val_loss": self.result.best_val_loss,
-            "seconds": time.perf_counter() - t_start, "history": list(self.history),
-        })
+        yield Finished(
+            self.iteration, self.iteration, best_path=None if best is None else str(best),
+            last_path=None if best is None else str(best), reason=reason, best_val_loss=self.result.best_val_loss,
+            seconds=time.perf_counter() - t_start, history=list(self.history),
+        )

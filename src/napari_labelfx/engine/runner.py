@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .updates import Update, UpdateKind
+from .updates import Failed, Update, UpdateKind
 
 log = logging.getLogger(__name__)
 
@@ -153,16 +153,8 @@ def run_job(job: TrainingJob, commands: Any, updates: Any, lifeline: Any = None,
             updates.put(upd)
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI as a message
         log.debug("training worker failed", exc_info=True)
-        updates.put(
-            Update(
-                UpdateKind.FAILED,
-                data={
-                    "reason": _describe_error(exc),
-                    "error_type": exc.__class__.__name__,
-                    "traceback": traceback.format_exc(limit=20),
-                },
-            )
-        )
+        updates.put(Failed(reason=_describe_error(exc), error_type=exc.__class__.__name__,
+                           traceback=traceback.format_exc(limit=20)))
     finally:
         done.set()
 
@@ -273,17 +265,11 @@ class TrainingRunner:
             # A killed process (out of memory, segfault, kill -9) sends nothing: say so once.
             self._finished = True
             code = getattr(self._worker, "exitcode", None)
-            out.append(
-                Update(
-                    UpdateKind.FAILED,
-                    data={
-                        "reason": f"the training process ended unexpectedly (exit code {code}); "
-                        "your layers are untouched. Out of memory is the usual cause: try a smaller "
-                        "patch size, batch size or model.",
-                        "error_type": "WorkerDied",
-                    },
-                )
-            )
+            out.append(Failed(
+                reason=f"the training process ended unexpectedly (exit code {code}); your layers are untouched. "
+                "Out of memory is the usual cause: try a smaller patch size, batch size or model.",
+                error_type="WorkerDied",
+            ))
         return out
 
     def _worker_died(self) -> bool:

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..annotations.kinds import TrainingItem
 from ..core.device import amp_supported, autocast_context, select_device
+from ..core.results import MethodResult
 from ..data.augment import AugmentConfig, Augmenter
 from ..data.checks import check_items
 from ..data.errors import TrainingDataError
@@ -37,7 +38,20 @@ from .optim import AdamW, lr_factor
 from .preview import RegionError, predict_region, resolve_region
 from .run_state import LossWindow, PreviewSchedule, RunState
 from .state import ResumeError, load_training_state, save_training_state
-from .updates import Update, UpdateKind
+from .updates import (
+    Checkpoint,
+    Failed,
+    Finished,
+    Log,
+    Paused,
+    Preview,
+    Progress,
+    Result,
+    Resumed,
+    Started,
+    Update,
+    Validation,
+)
 from .validation import evaluate_split
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainerControl", "TrainingFailed", "describe_failure"]
@@ -101,10 +115,8 @@ def describe_failure(exc: BaseException, iteration: int | None = None) -> str:
 
 def failed_update(exc: BaseException, iteration: int, total: int) -> Update:
     """The FAILED update every trainer ends with when an exception escapes its loop."""
-    return Update(UpdateKind.FAILED, iteration, total, {
-        "reason": describe_failure(exc, iteration), "error_type": exc.__class__.__name__,
-        "traceback": traceback.format_exc(limit=20),
-    })
+    return Failed(iteration, total, reason=describe_failure(exc, iteration), error_type=exc.__class__.__name__,
+                  traceback=traceback.format_exc(limit=20))
 
 
 def _dir_or_none(path: str | None) -> Path | None:
@@ -269,21 +281,21 @@ class Trainer:
         """
         last = 0
         for upd in self.updates():
-            if upd.kind == UpdateKind.STARTED:
+            if isinstance(upd, Started):
                 last = upd.iteration
                 if progress is not None and last:
                     progress.update(last)
-            elif upd.kind == UpdateKind.PROGRESS and progress is not None:
+            elif isinstance(upd, Progress) and progress is not None:
                 progress.update(upd.iteration - last)
                 last = upd.iteration
                 if hasattr(progress, "set_postfix"):
-                    progress.set_postfix(loss=f"{upd.data['loss']:.4f}", lr=f"{upd.data['lr']:.2e}")
-            elif upd.kind == UpdateKind.VALIDATION and progress is not None and hasattr(progress, "set_postfix"):
-                progress.set_postfix(val_loss=f"{upd.data['val_loss']:.4f}")
-            elif upd.kind == UpdateKind.LOG:
-                log.log(logging.WARNING if upd.data.get("level") == "warning" else logging.INFO, upd.data["message"])
-            elif upd.kind == UpdateKind.FAILED:
-                raise TrainingFailed(upd.data["reason"], upd)
+                    progress.set_postfix(loss=f"{upd.loss:.4f}", lr=f"{upd.lr:.2e}")
+            elif isinstance(upd, Validation) and progress is not None and hasattr(progress, "set_postfix"):
+                progress.set_postfix(val_loss=f"{upd.val_loss:.4f}")
+            elif isinstance(upd, Log):
+                log.log(logging.WARNING if upd.level == "warning" else logging.INFO, upd.message)
+            elif isinstance(upd, Failed):
+                raise TrainingFailed(upd.reason, upd)
         assert self.result is not None
         return self.result
 
@@ -369,18 +381,13 @@ class Trainer:
         self._split_message = split.message
 
     def _log(self, message: str, level: str = "info") -> None:
-        self._outbox.append(Update(UpdateKind.LOG, self.iteration, self.config.iterations,
-                                   {"message": message, "level": level}))
+        self._outbox.append(Log(self.iteration, self.config.iterations, message=message, level=level))
 
-    def _emit_result(self, layers: dict[str, Any]) -> None:
-        """Queue a RESULT update: ``layers`` is either the layers dict, or a full payload with any of
-        ``layers``, ``markers``, ``curves``, ``message`` (see docs/architecture.md)."""
-        if not layers:
+    def _emit_result(self, result: MethodResult) -> None:
+        """Queue a RESULT update with a method's result (nothing when it is empty)."""
+        if not result:
             return
-        payload_keys = {"layers", "markers", "curves", "message"}
-        payload = dict(layers) if payload_keys & set(layers) else {"layers": layers}
-        payload["method"] = self.method.name
-        self._outbox.append(Update(UpdateKind.RESULT, self.iteration, self.config.iterations, payload))
+        self._outbox.append(Result.of(self.iteration, self.config.iterations, result, self.method.name))
 
     def _drain(self) -> Iterator[Update]:
         while self._outbox:
@@ -477,13 +484,13 @@ class Trainer:
 
     def _announce_start(self, run: RunState) -> Iterator[Update]:
         total = self.config.iterations
-        yield Update(UpdateKind.STARTED, self.iteration, total, {
-            "device": str(self.device), "method": self.method.name, "total": total,
-            "start_iteration": self.iteration, "amp": self.amp, "model": self.model_config.to_dict(),
-            "n_items": len(self.items), "n_train_pixels": self._split.n_train_pixels,
-            "n_val_pixels": self._split.n_val_pixels, "validation": self._split.enabled,
-            "epoch_length": run.ctx.epoch_length,
-        })
+        yield Started(
+            self.iteration, total, device=str(self.device), method=self.method.name,
+            start_iteration=self.iteration, amp=self.amp, model=self.model_config.to_dict(),
+            n_items=len(self.items), n_train_pixels=self._split.n_train_pixels,
+            n_val_pixels=self._split.n_val_pixels, validation=self._split.enabled,
+            epoch_length=run.ctx.epoch_length,
+        )
         self.method.on_start(run.ctx)
         yield from self._drain()
         if self.iteration >= total:
@@ -505,7 +512,7 @@ class Trainer:
         """Wait while paused; previews asked for meanwhile are still made."""
         total = self.config.iterations
         t_pause = time.perf_counter()
-        yield Update(UpdateKind.PAUSED, self.iteration, total, {})
+        yield Paused(self.iteration, total)
         while self.control.is_paused and not self.control.should_stop:
             self.control.wait_while_paused(PAUSE_POLL_S)
             if self._preview_new:  # the person looks elsewhere while paused: show it
@@ -516,7 +523,7 @@ class Trainer:
         run.window.exclude(time.perf_counter() - t_pause, waited=False)
         run.paused_s += time.perf_counter() - t_pause
         if not self.control.should_stop:
-            yield Update(UpdateKind.RESUMED, self.iteration, total, {})
+            yield Resumed(self.iteration, total)
 
     def _take_new_items(self, run: RunState) -> Iterator[Update]:
         """Swap in annotations sent with ``set_items`` since the last step."""
@@ -566,12 +573,12 @@ class Trainer:
         self.history.append({"kind": "train", "iteration": self.iteration, "loss": mean_loss, "lr": lr,
                              "its_per_s": its, **{f"loss_{k}": v for k, v in losses.items()}})
         run.progress_sent = True
-        return Update(UpdateKind.PROGRESS, self.iteration, cfg.iterations, {
-            "loss": mean_loss, "losses": losses, "lr": lr, "its_per_s": its, "epoch": run.ctx.epoch,
+        return Progress(
+            self.iteration, cfg.iterations, loss=mean_loss, losses=losses, lr=lr, its_per_s=its, epoch=run.ctx.epoch,
             # what the person sees advance (previews and validation included): the panel shows this
-            "wall_its_per_s": wall, "preview_share": share,
-            "elapsed_s": now - run.t_start, "eta_s": (cfg.iterations - self.iteration) / max(wall, 1e-9),
-        })
+            wall_its_per_s=wall, preview_share=share,
+            elapsed_s=now - run.t_start, eta_s=(cfg.iterations - self.iteration) / max(wall, 1e-9),
+        )
 
     def _validate(self, run: RunState) -> Generator[Update, None, bool]:
         """Validation and checkpoints every ``val_every`` iterations; returns True to stop early."""
@@ -592,8 +599,7 @@ class Trainer:
         improved = run.best.record(metrics["val_loss"], self.models)
         self.history.append({"kind": "val", "iteration": self.iteration, "val_loss": metrics["val_loss"],
                              "dice_mean": metrics["dice_mean"], "accuracy": metrics["accuracy"]})
-        yield Update(UpdateKind.VALIDATION, self.iteration, total, {**metrics, "best": improved,
-                                                                     "best_val_loss": run.best.best_val})
+        yield Validation.from_metrics(self.iteration, total, metrics, best=improved, best_val_loss=run.best.best_val)
         if improved and run.out_dir is not None:
             yield self._save(run, "best", run.best.last_val)
         if run.out_dir is not None and self.iteration < total:
@@ -641,12 +647,13 @@ class Trainer:
         self._emit_result(self.method.result_layers())
         yield from self._drain()
         self.result = TrainResult(best_dir, last_dir, self.history, reason, self.iteration, run.best.best_or_none)
-        yield Update(UpdateKind.FINISHED, self.iteration, self.config.iterations, {
-            "best_path": None if best_dir is None else str(best_dir),
-            "last_path": None if last_dir is None else str(last_dir),
-            "reason": reason, "best_val_loss": self.result.best_val_loss,
-            "seconds": time.perf_counter() - run.t_start, "history": list(self.history),
-        })
+        yield Finished(
+            self.iteration, self.config.iterations,
+            best_path=None if best_dir is None else str(best_dir),
+            last_path=None if last_dir is None else str(last_dir),
+            reason=reason, best_val_loss=self.result.best_val_loss,
+            seconds=time.perf_counter() - run.t_start, history=list(self.history),
+        )
 
     def _step(self, augmenter: Augmenter, optimizer: AdamW, scaler: Any,
               ctx: MethodContext) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -735,10 +742,9 @@ class Trainer:
             self.model, item, region, self.config.spatial, self.config.patch_size, self.device,
             self.multilabel, self.amp, self.config.batch_size,
         )
-        return Update(UpdateKind.PREVIEW, self.iteration, self.config.iterations, {
-            "image_index": index, "region": tuple((s.start, s.stop) for s in region),
-            "labels": labels, "confidence": confidence, "name": item.name,
-        })
+        return Preview(self.iteration, self.config.iterations, image_index=index,
+                       region=tuple((s.start, s.stop) for s in region), labels=labels, confidence=confidence,
+                       name=item.name)
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _checkpoint(self, folder: Path, which: str, optimizer: AdamW, scaler: Any, augmenter: Augmenter,
@@ -769,8 +775,7 @@ class Trainer:
                     "augment": augmenter.rng.bit_generator.state,
                     "torch": torch.get_rng_state()},
         })
-        return Update(UpdateKind.CHECKPOINT, self.iteration, self.config.iterations,
-                      {"path": str(folder), "which": which, "val_loss": val_loss})
+        return Checkpoint(self.iteration, self.config.iterations, path=str(folder), which=which, val_loss=val_loss)
 
     def _restore_state(self, state: dict[str, Any], optimizer: AdamW, scaler: Any,
                        augmenter: Augmenter) -> None:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE, TrainingItem
+from ..core.results import MethodResult
 from ..data.checks import known_mask
 from ..data.crop import crop_pad
 from . import losses
@@ -252,8 +253,8 @@ class UnlabelledTerm:
         unlabelled patches."""
         return None, {}
 
-    def result_layers(self) -> dict[str, Any]:
-        return {}
+    def result_layers(self) -> MethodResult:
+        return MethodResult()
 
 
 class UnlabelledBatchMethod(Method):
@@ -335,8 +336,8 @@ class UnlabelledBatchMethod(Method):
             terms.update(named)
         return total, terms
 
-    def result_layers(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def result_layers(self) -> MethodResult:
+        out = MethodResult()
         for term in self.terms:
-            out.update(term.result_layers())
+            out = out.merged(term.result_layers())
         return out

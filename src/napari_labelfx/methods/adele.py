@@ -9,10 +9,10 @@ agreement weighting (:mod:`napari_labelfx.tools.fusion`), and a known pixel beco
 the fused confidence of ``c`` exceeds ``confidence``, for classes present in that image's initial
 labels only (ADELE). The corrected labels replace the training targets (``ctx.set_training_items``),
 never a person's layer; pixels a person protected (rejected corrections, see
-:mod:`napari_labelfx.review`, passed as ``item.extra["protected"]``) keep their label.
+:mod:`napari_labelfx.annotations.review`, passed as ``item.extra["protected"]``) keep their label.
 
-Results: RESULT "curves" (agreement per class and its fit), "markers" (the start epoch), and the
-layers "corrected labels" (image 0) and "corrected boxes" (instances of the corrected labels, as
+Results (a ``MethodResult``): curves (agreement per class and its fit), markers (the start epoch), and the
+result layers "corrected labels" (image 0) and "corrected boxes" (instances of the corrected labels, as
 rectangles). The loss is the supervised one (cross-entropy + Dice).
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..annotations.kinds import IGNORE_INDEX, TrainingItem
+from ..core.results import Curve, Marker, MethodResult, ResultLayer
 from ..tools.fusion import fuse_probabilities
 from ..tools.tta import all_flips, predict_views, tta_views
 from .base import MethodContext, MethodError, Param
@@ -202,39 +203,38 @@ class Adele(Supervised):
         return replace(item, target=target)
 
     # -- results -------------------------------------------------------------------------------------
-    def result_layers(self) -> dict[str, Any]:
+    def result_layers(self) -> MethodResult:
         if not self.scores:
-            return {}
+            return MethodResult()
         scores = np.asarray(self.scores)
         x = list(range(1, scores.shape[0] + 1))
-        curves: dict[str, dict[str, list]] = {}
+        curves: dict[str, Curve] = {}
         k = scores.shape[1]
         for c in range(1 if k > 1 else 0, k):  # the foreground classes are what the person watches
             y = scores[:, c]
-            curves[f"agreement class {c}"] = {"x": x, "y": [float(v) for v in y]}
+            curves[f"agreement class {c}"] = Curve(x, [float(v) for v in y])
             if y.size >= 3 and not np.isnan(y).any():
                 try:
                     fit = fit_early_learning(y, float(self.params["threshold"]))
-                    curves[f"ADELE fit class {c}"] = {"x": x, "y": fit.fitted.tolist()}
+                    curves[f"ADELE fit class {c}"] = Curve(x, fit.fitted.tolist())
                 except EarlyLearningError:
                     pass
-        payload: dict[str, Any] = {"curves": curves}
+        markers: tuple[Marker, ...] = ()
+        message = None
         if self.start_epoch:
-            payload["markers"] = [[int(self.start_iteration.get(c, 0)), f"correction on (class {c}, epoch {e})"]
-                                  for c, e in sorted(self.start_epoch.items())]
-            payload["message"] = (f"{self.name}: correcting labels since epoch {min(self.start_epoch.values())}; "
-                                  f"{self.changed_pixels[-1] if self.changed_pixels else 0} pixels changed last epoch")
+            markers = tuple((int(self.start_iteration.get(c, 0)), f"correction on (class {c}, epoch {e})")
+                            for c, e in sorted(self.start_epoch.items()))
+            message = (f"{self.name}: correcting labels since epoch {min(self.start_epoch.values())}; "
+                       f"{self.changed_pixels[-1] if self.changed_pixels else 0} pixels changed last epoch")
+        layers: list[ResultLayer] = []
         if self.current and self.current[0] is not None and self.start_epoch:
             lab = np.where(self.current[0] == IGNORE_INDEX, 0, self.current[0]).astype(np.int32)
-            payload["layers"] = {"corrected labels": {"data": lab, "type": "labels", "region": None,
-                                                      "kwargs": {"opacity": 0.5}}}
+            layers.append(ResultLayer(name="corrected labels", kind="labels", data=lab, opacity=0.5))
             boxes = instance_boxes_as_shapes(lab)
             if boxes:
-                payload["layers"]["corrected boxes"] = {
-                    "data": boxes, "type": "shapes", "region": None,
-                    "kwargs": {"shape_type": "rectangle", "edge_color": "yellow", "face_color": "transparent",
-                               "edge_width": 1}}
-        return payload
+                layers.append(ResultLayer(name="corrected boxes", kind="shapes", data=boxes, shape_type="rectangle",
+                                          outline_color="yellow", fill_color="transparent", outline_width=1))
+        return MethodResult(layers=tuple(layers), markers=markers, curves=curves, message=message)
 
     def corrected_targets(self) -> list[np.ndarray | None]:
         """The current (corrected) training targets, in item order."""

@@ -7,7 +7,8 @@ them on a batch (``forward``), its loss, and optional hooks the training loop ca
 * ``on_iteration(ctx)`` after every optimizer step (e.g. an EMA teacher update),
 * ``pseudo_label_step(ctx)`` every ``pseudo_label_every`` iterations (0 = never),
 * ``on_epoch_end(ctx)`` every ``ctx.epoch_length`` iterations (e.g. relabelling the training set),
-* ``result_layers()`` at the end (and after each epoch): arrays to show as layers.
+* ``result_layers()`` at the end (and after each epoch): a :class:`~napari_labelfx.core.results.MethodResult`
+  (layers to show, plot markers and curves, a status message).
 
 New methods (deep supervision on ``out.decoder``, reference-guided pseudo-labels on
 ``out.features``, dual networks, mean teachers, ...) are one module each, registered with
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..annotations.kinds import TrainingItem
 from ..core.params import Param, ParamError, ParamSpec
+from ..core.results import MethodResult
 
 __all__ = ["Method", "MethodContext", "MethodError", "Param", "ParamSpec"]
 
@@ -57,7 +59,7 @@ class MethodContext:
     predict : ``predict(image (C, *spatial)) -> probabilities (K, *spatial)`` with the inference
         network in eval mode (for pseudo-label steps).
     set_training_items : replace the items patches are drawn from (e.g. with pseudo-labels).
-    emit_result : ``emit_result(layers: dict)`` sends a RESULT update right away.
+    emit_result : ``emit_result(result: MethodResult)`` sends a RESULT update right away.
     """
 
     iteration: int
@@ -73,7 +75,7 @@ class MethodContext:
     log: Callable[..., None] = _noop_log
     predict: Callable[[np.ndarray], np.ndarray] | None = None
     set_training_items: Callable[[list[TrainingItem]], None] | None = None
-    emit_result: Callable[[dict[str, Any]], None] | None = None
+    emit_result: Callable[[MethodResult], None] | None = None
 
     @property
     def progress(self) -> float:
@@ -182,9 +184,9 @@ class Method:
     def on_epoch_end(self, ctx: MethodContext) -> None:
         """Called every ``ctx.epoch_length`` iterations."""
 
-    def result_layers(self) -> dict[str, Any]:
-        """Method-specific results to show (name -> numpy array or plain data); empty by default."""
-        return {}
+    def result_layers(self) -> MethodResult:
+        """Method-specific results to show (layers, plot markers and curves, a message); empty by default."""
+        return MethodResult()
 
     # -- resume --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..annotations.kinds import IGNORE_INDEX, MULTILABEL_IGNORE
+from ..core.results import MethodResult, ResultLayer
 from ..data.crop import crop_pad
 from ..tools.gradcam import best_thresholds, normalise_maps, otsu_threshold, pseudo_mask, unet_grad_cam
 from . import losses
@@ -75,7 +76,7 @@ class CheXseg(Method):
         self._tags = TaggedImageSampler(0)
         self._rng = np.random.default_rng(0)
         self._pseudo: list[tuple[np.ndarray, np.ndarray]] = []
-        self._results: dict[str, Any] = {}
+        self._results: list[ResultLayer] = []
         self._made = False
         self.thresholds: list[float] = []
         self.threshold_iou: list[float] = []
@@ -129,7 +130,7 @@ class CheXseg(Method):
         self.thresholds = [float(t) for t in chosen]
         self.threshold_iou = [float(v) for v in iou]
         pseudo: list[tuple[np.ndarray, np.ndarray]] = []
-        results: dict[str, Any] = {}
+        results: list[ResultLayer] = []
         n_shown = 0
         for index, item in enumerate(ctx.items):
             if item.tags is None or item.target is not None or item.image.ndim - 1 != len(patch):
@@ -141,7 +142,7 @@ class CheXseg(Method):
             target = pseudo_mask(maps, thr, present, ctx.multilabel, bool(self.params["fill_holes"]))
             pseudo.append((item.image, target))
             if n_shown < int(self.params["max_result_images"]):
-                results.update(self._layers(index, item.name, maps, target, ctx))
+                results.extend(self._layers(index, item.name, maps, target, ctx))
                 n_shown += 1
         self._pseudo = pseudo
         self._results = results
@@ -152,27 +153,21 @@ class CheXseg(Method):
         )
         ctx.log(f"chexseg: {len(pseudo)} pseudo-masks from Grad-CAM; thresholds {described}")
 
-    def _layers(self, index: int, name: str, maps: np.ndarray, target: np.ndarray, ctx: MethodContext) -> dict[str, Any]:
-        # image 0 keeps short keys (the Train panel names layers "<image> <key>"); others add the name
+    def _layers(self, index: int, name: str, maps: np.ndarray, target: np.ndarray,
+                ctx: MethodContext) -> list[ResultLayer]:
+        # image 0 keeps short names (the Train panel names layers "<image> <name>"); others add the name
         suffix = "" if index == 0 else f" {name}"
-        out: dict[str, Any] = {}
         classes = self._class_list(ctx)
-        for m, c in zip(maps, classes):
-            out[f"saliency {ctx.class_names[c]}{suffix}"] = {
-                "data": m, "type": "image", "image_index": index, "region": None,
-                "kwargs": {"colormap": "inferno", "opacity": 0.5, "blending": "additive", "visible": False},
-            }
+        out = [ResultLayer(name=f"saliency {ctx.class_names[c]}{suffix}", kind="image", data=m, image_index=index,
+                           colormap="inferno", opacity=0.5, additive=True, visible=False)
+               for m, c in zip(maps, classes)]
         if ctx.multilabel:
-            for ch, c in zip(target, classes):
-                out[f"pseudo-mask {ctx.class_names[c]}{suffix}"] = {
-                    "data": ch.astype(np.int32), "type": "labels", "image_index": index, "region": None,
-                    "kwargs": {"opacity": 0.5},
-                }
+            out += [ResultLayer(name=f"pseudo-mask {ctx.class_names[c]}{suffix}", kind="labels",
+                                data=ch.astype(np.int32), image_index=index, opacity=0.5)
+                    for ch, c in zip(target, classes)]
         else:
-            out[f"pseudo-mask{suffix}"] = {
-                "data": target.astype(np.int32), "type": "labels", "image_index": index, "region": None,
-                "kwargs": {"opacity": 0.5},
-            }
+            out.append(ResultLayer(name=f"pseudo-mask{suffix}", kind="labels", data=target.astype(np.int32),
+                                   image_index=index, opacity=0.5))
         return out
 
     def _pseudo_crop(self, patch: tuple[int, ...], multilabel: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -278,8 +273,8 @@ class CheXseg(Method):
             return
         self.make_pseudo_masks(ctx, getattr(self, "_patch", (128, 128)))
         if ctx.emit_result is not None and self._results:
-            ctx.emit_result({"layers": self._results, "markers": [[ctx.iteration, "pseudo-masks"]],
-                             "message": f"chexseg: {len(self._pseudo)} Grad-CAM pseudo-masks ready"})
+            ctx.emit_result(MethodResult(layers=tuple(self._results), markers=((ctx.iteration, "pseudo-masks"),),
+                                         message=f"chexseg: {len(self._pseudo)} Grad-CAM pseudo-masks ready"))
 
     def _start_distillation(self, ctx: MethodContext) -> None:
         """Freeze the network trained so far (strong masks) as the teacher of the images without masks."""
@@ -295,11 +290,12 @@ class CheXseg(Method):
         ctx.log(f"chexseg: teacher frozen at iteration {ctx.iteration}; distilling on {len(self._unlabeled)} images "
                 f"at temperature {float(self.params['temperature']):g}")
         if ctx.emit_result is not None:
-            ctx.emit_result({"layers": {}, "markers": [[ctx.iteration, "teacher"]],
-                             "message": f"chexseg: distilling from the teacher on {len(self._unlabeled)} images"})
+            ctx.emit_result(MethodResult(
+                markers=((ctx.iteration, "teacher"),),
+                message=f"chexseg: distilling from the teacher on {len(self._unlabeled)} images"))
 
-    def result_layers(self) -> dict[str, Any]:
-        return {}  # sent once, when made (see on_iteration): large arrays are not re-sent every epoch
+    def result_layers(self) -> MethodResult:
+        return MethodResult()  # sent once, when made (see on_iteration): large arrays are not re-sent every epoch
 
     def state_dict(self) -> dict[str, Any]:
         return {"thresholds": list(self.thresholds)}

@@ -37,6 +37,7 @@ from scipy import ndimage
 from torch import nn
 
 from ..annotations.kinds import IGNORE_INDEX, LabelKind, TrainingItem
+from ..core.results import Curve, MethodResult, ResultLayer
 from . import _hypergrad, _paste
 from .base import Method, MethodContext, MethodError, Param, ParamSpec
 from .registry import register_method
@@ -442,13 +443,13 @@ class DiiDcr(Method):
         return total
 
     # -- results -------------------------------------------------------------------------------------
-    def result_layers(self) -> dict[str, Any]:
+    def result_layers(self) -> MethodResult:
         """"weak weights" (gamma painted on each weak instance of image 0), "weak trust" (its instances
-        with a gamma features table), the mean-gamma curve and a list of the least trusted labels."""
+        with a gamma table), the mean-gamma curve and a list of the least trusted labels."""
         if self._index is None or self._opt is None or not self._index.keys:
-            return {}
+            return MethodResult()
         gam = self._opt.value
-        payload: dict[str, Any] = {"layers": {}}
+        layers: list[ResultLayer] = []
         item = self._items[0] if self._items else None
         lut = self._index.lut[0] if self._index.lut else None
         if item is not None and lut is not None:
@@ -459,26 +460,17 @@ class DiiDcr(Method):
             img = np.full(inst.shape, np.nan, np.float32)
             img[g >= 0] = gam[g[g >= 0]]
             present = np.unique(inst[inst > 0])
-            payload["layers"]["weak weights"] = {
-                "data": img, "type": "image", "image_index": 0, "region": None,
-                "kwargs": {"colormap": "turbo", "contrast_limits": [0.0, 1.0], "opacity": 0.6},
-            }
-            payload["layers"]["weak trust"] = {
-                "data": inst.astype(np.int32), "type": "labels", "image_index": 0, "region": None,
-                "kwargs": {"opacity": 0.4, "features": {
-                    "index": [0, *present.tolist()],
-                    "gamma": [float("nan"), *[float(gam[lut[v]]) for v in present]],
-                }},
-            }
+            layers.append(ResultLayer(name="weak weights", kind="image", data=img, colormap="turbo",
+                                      value_range=(0.0, 1.0), opacity=0.6))
+            layers.append(ResultLayer(name="weak trust", kind="labels", data=inst.astype(np.int32), opacity=0.4,
+                                      table={"index": [0, *present.tolist()],
+                                             "gamma": [float("nan"), *[float(gam[lut[v]]) for v in present]]}))
         order = np.argsort(gam, kind="stable")[:LEAST_TRUSTED_SHOWN]
         worst = ", ".join(f"{self._index.keys[g][0]} #{self._index.keys[g][1]} ({gam[g]:.2f})" for g in order)
-        payload["message"] = (f"weak-label trust: {len(gam)} instances, mean {gam.mean():.2f}, "
-                              f"{int((gam < 0.25).sum())} distrusted (< 0.25); least trusted: {worst}")
-        if self._curve_x:
-            payload["curves"] = {"mean weak gamma": {"x": list(self._curve_x), "y": list(self._curve_y)}}
-        if not payload["layers"]:
-            del payload["layers"]
-        return payload
+        message = (f"weak-label trust: {len(gam)} instances, mean {gam.mean():.2f}, "
+                   f"{int((gam < 0.25).sum())} distrusted (< 0.25); least trusted: {worst}")
+        curves = {"mean weak gamma": Curve(list(self._curve_x), list(self._curve_y))} if self._curve_x else {}
+        return MethodResult(layers=tuple(layers), curves=curves, message=message)
 
     # -- resume --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.results import MethodResult, ResultLayer
 from ._reference import DEFAULT_CHUNK_ELEMENTS, pseudo_label_grid
 from ._unlabelled import (  # noqa: F401  PatchDrawer, stack, ... are imported from here by older code
     MAX_UNKNOWN_POOL,
@@ -142,22 +143,22 @@ class ReferencePseudoLabels(UnlabelledTerm):
             ctx.emit_result(self.result_layers())
 
     # -- results ------------------------------------------------------------------------------------
-    def result_layers(self) -> dict[str, Any]:
+    def result_layers(self) -> MethodResult:
         if self._last is None:
-            return {}
+            return MethodResult()
         last = self._last
-        return {
-            "layers": {
-                "pseudo-label": {"data": last["labels"], "type": "labels", "image_index": last["item"],
-                                 "region": last["region"], "kwargs": {"opacity": 0.5}},
-                "pseudo-label weight": {"data": last["weight"].astype(np.float32), "type": "image",
-                                        "image_index": last["item"], "region": last["region"],
-                                        "kwargs": {"colormap": "viridis", "opacity": 0.5,
-                                                   "contrast_limits": [0.0, 1.0], "blending": "additive"}},
-            },
-            "message": f"{self.method_name}: pseudo-label of iteration {last['iteration']} (W mean "
-                       f"{float(last['weight'].mean()) if last['weight'].size else 0.0:.2f})",
-        }
+        region = tuple((int(a), int(b)) for a, b in last["region"])
+        return MethodResult(
+            layers=(
+                ResultLayer(name="pseudo-label", kind="labels", data=last["labels"], image_index=last["item"],
+                            region=region, opacity=0.5),
+                ResultLayer(name="pseudo-label weight", kind="image", data=last["weight"].astype(np.float32),
+                            image_index=last["item"], region=region, colormap="viridis", opacity=0.5,
+                            value_range=(0.0, 1.0), additive=True),
+            ),
+            message=f"{self.method_name}: pseudo-label of iteration {last['iteration']} (W mean "
+                    f"{float(last['weight'].mean()) if last['weight'].size else 0.0:.2f})",
+        )
 
 
 @register_method

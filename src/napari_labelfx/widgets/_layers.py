@@ -5,11 +5,13 @@ layers (never to a layer a person painted).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..annotations.kinds import LabelKind
+from ..core.results import ResultLayer
 
 CLASS_TABLE_KEY = "labelfx_class_table"
 KIND_KEY = "labelfx_kind"
@@ -83,7 +85,7 @@ def collect_items(viewer: Any, image_layer: Any, layers: list[Any]) -> tuple[lis
     aset = annotation_set_from_layers(image_layer, labels, shapes, table, tags)
     items = aset.training_items()
     # corrections the person rejected in the Review panel stay out of later correction rounds
-    from ..review import protected_mask
+    from ..annotations.review import protected_mask
 
     shape = image_spatial_shape(image_layer)
     protected = None
@@ -153,12 +155,13 @@ def ensure_result_layers(viewer: Any, image_layer: Any) -> tuple[Any, Any]:
     return pred, conf
 
 
-def apply_preview(viewer: Any, image_layer: Any, payload: dict) -> tuple[Any, Any]:
-    """Write a PREVIEW update (labels + confidence for a region) into the result layers."""
+def apply_preview(viewer: Any, image_layer: Any, labels: Any, confidence: Any,
+                  region: Sequence[tuple[int, int]] | None = None) -> tuple[Any, Any]:
+    """Write a prediction (labels + confidence of ``region``, (start, stop) per spatial axis; None: the
+    whole image) into the image's prediction and confidence layers (a PREVIEW update, Predict's slices)."""
     shape = image_spatial_shape(image_layer)
-    labels = np.asarray(payload["labels"])
-    conf = np.asarray(payload["confidence"], dtype=np.float32)
-    region = payload.get("region")
+    labels = np.asarray(labels)
+    conf = np.asarray(confidence, dtype=np.float32)
     base = image_layer.name
     dtype = np.uint16 if labels.max(initial=0) > 255 else np.uint8
     pred = _result_layer(viewer, f"{base} prediction", "prediction", shape, dtype, image_layer, opacity=0.5)
@@ -167,7 +170,7 @@ def apply_preview(viewer: Any, image_layer: Any, payload: dict) -> tuple[Any, An
         pred = _result_layer(viewer, f"{base} prediction", "prediction", shape, dtype, image_layer, opacity=0.5)
     confl = _result_layer(viewer, f"{base} confidence", "confidence", shape, np.float32, image_layer,
                           colormap="magma", contrast_limits=(0.0, 1.0), visible=False, blending="additive")
-    sl = tuple(slice(*s) if isinstance(s, (tuple, list)) else s for s in region) if region else tuple(slice(None) for _ in shape)
+    sl = tuple(slice(*s) for s in region) if region else tuple(slice(None) for _ in shape)
     if labels.ndim == 3 and len(shape) == 2:  # multi-label (K, Y, X): show the union, coloured by first class
         labels = np.argmax(np.concatenate([np.zeros_like(labels[:1]), labels], 0), 0)
     pred.data[sl] = labels.reshape(pred.data[sl].shape).astype(pred.data.dtype, copy=False)
@@ -177,22 +180,51 @@ def apply_preview(viewer: Any, image_layer: Any, payload: dict) -> tuple[Any, An
     return pred, confl
 
 
-def apply_result(viewer: Any, image_layer: Any, payload: dict) -> list[Any]:
-    """Show a RESULT update's layers (pseudo-labels, weights, saliency, corrections, ...).
+def napari_style(result: ResultLayer) -> dict[str, Any]:
+    """The napari ``add_*`` keyword arguments (and layer attributes) that give a result layer its look.
 
-    ``payload["layers"]`` maps a key to ``{"data", "type" ("labels"|"image"|"shapes"|"points"),
-    "region" (optional [[start, stop], ...] of the image), "kwargs" (napari add_* keyword arguments)}``.
-    Each becomes (or updates) the plugin-owned layer ``"<image> <key>"``.
+    Only what the result sets is returned, so napari's defaults stay in force for the rest (and an
+    updated layer keeps what the person changed, e.g. a layer they made visible again).
+    """
+    style: dict[str, Any] = {}
+    if result.opacity is not None:
+        style["opacity"] = result.opacity
+    if result.colormap is not None:
+        style["colormap"] = result.colormap
+    if result.value_range is not None:
+        style["contrast_limits"] = list(result.value_range)
+    if result.additive:
+        style["blending"] = "additive"
+    if not result.visible:
+        style["visible"] = False
+    if result.table is not None:
+        style["features"] = {k: list(v) for k, v in result.table.items()}
+    if result.shape_type is not None:
+        style["shape_type"] = result.shape_type
+    if result.outline_color is not None:
+        style["edge_color"] = result.outline_color
+    if result.outline_width is not None:
+        style["edge_width"] = result.outline_width
+    if result.fill_color is not None:
+        style["face_color"] = result.fill_color
+    return style
+
+
+def apply_result(viewer: Any, image_layer: Any, layers: Iterable[ResultLayer]) -> list[Any]:
+    """Show result layers (pseudo-labels, weights, saliency, corrections, ...) beside ``image_layer``.
+
+    Each becomes (or updates) the plugin-owned layer ``"<image> <name>"``; one with a ``region``
+    writes into that part of a layer the size of the image.
     """
     out = []
     shape = image_spatial_shape(image_layer)
     nd = len(shape)
-    for key, spec in (payload.get("layers") or {}).items():
-        ltype = spec.get("type", "image")
-        name = f"{image_layer.name} {key}"
-        kwargs = dict(spec.get("kwargs") or {})
-        data = spec["data"]
-        meta = {RESULT_KEY: key}
+    for result in layers:
+        ltype = result.kind
+        name = f"{image_layer.name} {result.name}"
+        kwargs = napari_style(result)
+        data = result.data
+        meta = {RESULT_KEY: result.name}
         if ltype in ("shapes", "points"):
             if name in viewer.layers:
                 viewer.layers.remove(name)
@@ -202,7 +234,7 @@ def apply_result(viewer: Any, image_layer: Any, payload: dict) -> list[Any]:
             out.append(layer)
             continue
         arr = np.asarray(data)
-        region = spec.get("region")
+        region = result.region
         if region is None and tuple(arr.shape) == shape:
             if name in viewer.layers and tuple(viewer.layers[name].data.shape) == shape:
                 layer = viewer.layers[name]
@@ -220,9 +252,9 @@ def apply_result(viewer: Any, image_layer: Any, payload: dict) -> list[Any]:
                                               translate=tuple(image_layer.translate)[-nd:], metadata=meta, **kwargs)
         else:
             dtype = arr.dtype if ltype == "labels" else np.float32
-            layer = _result_layer(viewer, name, "prediction" if ltype == "labels" else key, shape, dtype,
+            layer = _result_layer(viewer, name, "prediction" if ltype == "labels" else result.name, shape, dtype,
                                   image_layer, **kwargs)
-            layer.metadata[RESULT_KEY] = key
+            layer.metadata[RESULT_KEY] = result.name
             sl = tuple(slice(a, b) for a, b in region) if region else tuple(slice(None) for _ in shape)
             layer.data[sl] = arr.reshape(layer.data[sl].shape)
             layer.refresh()

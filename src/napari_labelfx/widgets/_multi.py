@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.results import ResultLayer
 from . import _layers
 
 #: The Train panel's "Train on" choices.
@@ -232,10 +233,9 @@ def _apply_step(viewer: Any, image: Any, msg: dict[str, Any]) -> None:
         z = msg["z"]
         shape = _layers.image_spatial_shape(image)
         region = None if z is None else ((z, z + 1), *((0, s) for s in shape[1:]))
-        _layers.apply_preview(viewer, image, {"labels": msg["labels"], "confidence": msg["confidence"],
-                                              "region": region})
+        _layers.apply_preview(viewer, image, msg["labels"], msg["confidence"], region)
     elif "objects" in msg:
-        _layers.apply_result(viewer, image, {"layers": {"objects": {"data": msg["objects"], "type": "labels"}}})
+        _layers.apply_result(viewer, image, [ResultLayer(name="objects", kind="labels", data=msg["objects"])])
 
 
 def predict_layers(panel: Any, images: list[Any] | None = None) -> Any:

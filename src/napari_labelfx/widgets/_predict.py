@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.results import ResultLayer
 from . import _layers
 
 
@@ -164,13 +165,12 @@ def predict_in_panel(panel: Any) -> Any:
             elif "labels" in msg:
                 z = msg["z"]
                 region = None if z is None else ((z, z + 1), *((0, s) for s in shape[1:]))
-                _layers.apply_preview(viewer, image, {"labels": msg["labels"], "confidence": msg["confidence"],
-                                                      "region": region})
+                _layers.apply_preview(viewer, image, msg["labels"], msg["confidence"], region)
                 if z is not None:
                     panel.status.setText(f"Predicting ... slice {z} done ({msg['done_slices']}/{msg['depth']})")
             elif "objects" in msg:
                 ids = msg["objects"]
-                _layers.apply_result(viewer, image, {"layers": {"objects": {"data": ids, "type": "labels"}}})
+                _layers.apply_result(viewer, image, [ResultLayer(name="objects", kind="labels", data=ids)])
                 panel.status.setText(f"Prediction done: {int(ids.max(initial=0))} objects.")
             elif msg.get("done"):
                 if not panel.status.text().startswith("Prediction done"):

@@ -2,6 +2,7 @@
 
 Everything here is a thin view over ``napari_labelfx.annotations``: the class table lives in the image
 layer's metadata, each layer's kind in that layer's metadata, tags in the image layer's metadata.
+Tags are handled in ``_annotate_tags``, project folders in ``_annotate_project``.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -26,11 +26,10 @@ from qtpy.QtWidgets import (
 )
 
 from ..annotations.kinds import LabelKind
-from . import _layers
+from . import _annotate_project, _annotate_tags, _layers
 
 #: kinds a Labels/Shapes layer can have ("" = not an annotation layer)
 LAYER_KINDS = ["", LabelKind.STRONG.value, LabelKind.SCRIBBLE.value, LabelKind.WEAK.value, LabelKind.NOISY.value]
-TAGS_KEY = "labelfx_tags"
 
 
 class AnnotateWidget(QWidget):
@@ -326,117 +325,29 @@ class AnnotateWidget(QWidget):
         self._fill_class_table()
         self._update_hint()
 
-    # -- tags ----------------------------------------------------------------------------------------
+    # -- tags (``_annotate_tags``) -------------------------------------------------------------------
     def _rebuild_tag_boxes(self, table: Any) -> None:
-        for box in self.tag_boxes.values():
-            box.setParent(None)
-        self.tag_boxes = {}
-        if table is None:
-            return
-        for e in table.foreground:
-            box = QCheckBox(e.name)
-            self.tag_checks_layout.addWidget(box)
-            self.tag_boxes[e.name] = box
+        _annotate_tags.rebuild_tag_boxes(self, table)
 
     def _tags(self) -> dict:
-        image = self.image_layer
-        if image is None:
-            return {}
-        return image.metadata.setdefault(TAGS_KEY, {})
+        return _annotate_tags.image_tags(self)
 
     def current_slice(self) -> int | None:
-        image = self.image_layer
-        if image is None or len(_layers.image_spatial_shape(image)) < 3:
-            return None
-        try:
-            z_world = list(self.viewer.dims.point)
-            z = image.world_to_data(z_world)[-3]
-            return int(round(float(z)))
-        except Exception:  # noqa: BLE001 - fall back to the dims step
-            return int(self.viewer.dims.current_step[-3])
+        """The slice of the chosen volume in view (None for a 2D image)."""
+        return _annotate_tags.current_slice(self)
 
     def apply_tags(self, per_slice: bool = False) -> None:
         """Tag the whole image (or the current slice of a volume) with the ticked classes."""
-        image = self.image_layer
-        if image is None:
-            return
-        chosen = {name for name, box in self.tag_boxes.items() if box.isChecked()}
-        key = self.current_slice() if per_slice else None
-        if per_slice and key is None:
-            key = None  # a 2D image has no slices: tag the image
-        tags = self._tags()
-        tags[key] = set(chosen)
-        self._show_tags()
+        _annotate_tags.apply_tags(self, per_slice)
 
     def _show_tags(self, *_: Any) -> None:
-        tags = self._tags()
-        if not tags:
-            self.tags_label.setText("No tags yet.")
-            return
-        parts = []
-        for key, names in sorted(tags.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)):
-            where = "image" if key is None else f"slice {key}"
-            parts.append(f"{where}: {', '.join(sorted(names)) or '(no class)'}")
-        self.tags_label.setText("; ".join(parts))
+        _annotate_tags.show_tags(self)
 
-    # -- projects ------------------------------------------------------------------------------------
+    # -- projects (``_annotate_project``) -----------------------------------------------------------
     def save_project(self, folder: str | None = None) -> str | None:
         """Save image, annotation layers, classes and tags as an annotation project folder."""
-        from napari.utils.notifications import show_error, show_info
-
-        from ..annotations.layers import annotation_set_from_layers
-        from ..annotations.project import save_project
-
-        image = self.image_layer
-        if image is None:
-            show_error("LabelFX: no image to save.")
-            return None
-        folder = folder or self.project_edit.text().strip() or QFileDialog.getExistingDirectory(self, "Project folder")
-        if not folder:
-            return None
-        layers = _layers.annotation_layers_for(self.viewer, image)
-        labels = [ly for ly in layers if ly.__class__.__name__ == "Labels"]
-        shapes = [ly for ly in layers if ly.__class__.__name__ == "Shapes"]
-        try:
-            aset = annotation_set_from_layers(image, labels, shapes, self._table(), self._tags())
-            save_project(aset, folder)
-        except Exception as exc:  # GUI boundary: a notification, never an escaped exception
-            show_error(f"LabelFX: project not saved: {exc}")
-            return None
-        self.project_edit.setText(str(folder))
-        show_info(f"LabelFX: project saved to {folder}")
-        return str(folder)
+        return _annotate_project.save_project(self, folder)
 
     def open_project(self, folder: str | None = None) -> None:
         """Open an annotation project: adds its image and annotation layers to the viewer."""
-        from napari.utils.notifications import show_error, show_info
-
-        from ..annotations.project import load_project
-
-        folder = folder or self.project_edit.text().strip() or QFileDialog.getExistingDirectory(self, "Project folder")
-        if not folder:
-            return
-        try:
-            aset = load_project(folder)
-        except Exception as exc:  # GUI boundary: a damaged project is a notification, never a crash
-            show_error(f"LabelFX: cannot open project {folder}: {exc}")
-            return
-        for img in aset.images:
-            data = np.asarray(img.image)
-            rgb = img.axes.endswith("S")
-            layer = self.viewer.add_image(data, name=img.name, rgb=rgb)
-            _layers.set_class_table(layer, aset.class_table)
-            layer.metadata[TAGS_KEY] = {k: set(v) for k, v in img.tags.items()}
-            for ann in img.layers:
-                # the layer names its image: a project of same-sized images trains each on its own labels
-                meta = {_layers.KIND_KEY: LabelKind(ann.kind).value, _layers.IMAGE_KEY: layer.name}
-                if getattr(ann, "shapes", None):
-                    verts = [np.asarray(v) for v, _ in ann.shapes]
-                    types = [t for _, t in ann.shapes]
-                    self.viewer.add_shapes(verts, shape_type=types, name=ann.name, metadata=meta,
-                                           face_color="transparent", edge_color="yellow")
-                else:
-                    self.viewer.add_labels(np.asarray(ann.data), name=ann.name, metadata=meta)
-        self.project_edit.setText(str(folder))
-        self.refresh()
-        show_info(f"LabelFX: project opened from {folder}")
+        _annotate_project.open_project(self, folder)

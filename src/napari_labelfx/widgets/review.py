@@ -1,12 +1,12 @@
 """The review panel: step through the label corrections proposed by ``adele``/``sissi`` and decide.
 
-A thin view over :mod:`napari_labelfx.review`. Choose the corrected labels (the Train panel's
+A thin view over :mod:`napari_labelfx.annotations.review`. Choose the corrected labels (the Train panel's
 ``"<image> corrected labels"`` layer) and the person's noisy layer, then "Compare": the list shows
 each change (added / removed / reshaped object); selecting one centres the view on it. Accepted
 changes are written into a separate training-labels layer (a copy of the noisy layer, marked with
 the noisy layer's kind; the person's layer is never modified); "Undo" reverts the last decision.
 Rejected changes are stored in that layer's metadata (``labelfx_review``) so the next training run
-keeps them out of the correction (see :func:`napari_labelfx.review.protected_mask`). "Show boxes"
+keeps them out of the correction (see :func:`napari_labelfx.annotations.review.protected_mask`). "Show boxes"
 adds the changes as rectangles in a Shapes layer, coloured by kind.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..annotations.kinds import LabelKind
 from ..annotations.layers import KIND_KEY, get_kind, set_kind
-from ..review import REVIEW_KEY, ReviewSession
+from ..annotations.review import REVIEW_KEY, ReviewSession
 
 KIND_COLOURS = {"added": "lime", "removed": "red", "reshaped": "yellow"}
 SOURCE_KEY = "labelfx_review_source"  # on the training-labels layer: the noisy layer it copies

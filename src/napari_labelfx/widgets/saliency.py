@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.results import ResultLayer
 from . import _layers
 
 
@@ -113,18 +114,14 @@ class SaliencyWidget(QWidget):
         except (ValueError, OSError) as exc:
             self.status.setText(f"Saliency failed: {exc}")
             return []
-        layers: dict[str, Any] = {}
-        for cname, m in zip(res["class_names"], res["maps"]):
-            layers[f"saliency {cname}"] = {"data": m, "type": "image", "region": None,
-                                           "kwargs": {"colormap": "inferno", "opacity": 0.5, "blending": "additive"}}
+        layers = [ResultLayer(name=f"saliency {cname}", kind="image", data=m, colormap="inferno", opacity=0.5,
+                              additive=True) for cname, m in zip(res["class_names"], res["maps"])]
         if res["multilabel"]:
-            for cname, ch in zip(res["class_names"], res["mask"]):
-                layers[f"pseudo-mask {cname}"] = {"data": ch.astype(np.int32), "type": "labels", "region": None,
-                                                  "kwargs": {"opacity": 0.5}}
+            layers += [ResultLayer(name=f"pseudo-mask {cname}", kind="labels", data=ch.astype(np.int32), opacity=0.5)
+                       for cname, ch in zip(res["class_names"], res["mask"])]
         else:
-            layers["pseudo-mask"] = {"data": res["mask"].astype(np.int32), "type": "labels", "region": None,
-                                     "kwargs": {"opacity": 0.5}}
-        shown = _layers.apply_result(self.viewer, layer, {"layers": layers})
+            layers.append(ResultLayer(name="pseudo-mask", kind="labels", data=res["mask"].astype(np.int32), opacity=0.5))
+        shown = _layers.apply_result(self.viewer, layer, layers)
         probs = ", ".join(f"{c}: {p:.2f}" for c, p in zip(res["class_names"], res["probs"]))
         self.status.setText(f"Image-level probabilities: {probs}. Accept the pseudo-mask in the Train panel to repaint it.")
         return shown

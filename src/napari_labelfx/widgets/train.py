@@ -4,28 +4,22 @@ The panel is thin: training runs in a :class:`~napari_labelfx.engine.runner.Trai
 default, a separate process as an advanced setting; see docs/benchmarks.md for the measurements behind
 that choice); a QTimer on the main thread drains its updates and writes them to the plugin's
 own result layers. Annotations painted while training are sent to the trainer every refresh interval.
+
+This module builds the panel and keeps its state; the work is in modules named for it: ``_train_form``
+(the settings and buttons), ``_train_inputs`` (image and annotation lists), ``_train_run`` (the engine
+configuration, starting a run, clean-up), ``_train_live`` (strokes and the view to the trainer, updates
+back), ``_train_updates`` (one handler per update type), ``_train_models`` (save, load, accept results).
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QListWidget,
-    QListWidgetItem,
-    QProgressBar,
-    QPushButton,
-    QWidget,
-)
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QListWidget, QProgressBar, QPushButton, QWidget
 from superqt import QCollapsible
 
-from . import _layers
+from . import _layers, _train_inputs, _train_live, _train_models, _train_run
 from ._params import MethodParamsForm
 from ._plot import LossPlot
 
@@ -34,44 +28,6 @@ PRESET_DEFAULTS = {
     "medium": {"iterations": 1500, "batch_size": 8, "patch": 192},
     "large": {"iterations": 4000, "batch_size": 8, "patch": 256},
 }
-
-
-#: Interval at which new strokes reach a live forest (ms).
-LIVE_REFRESH_MS = 400
-
-class _RunGuard:
-    """What must be cleaned up when the panel or the viewer goes away (holds no Qt object).
-
-    napari does not call ``closeEvent`` of dock widgets when the viewer closes, and by the time
-    the widget's ``destroyed`` signal fires, its Qt side is gone: so the runner and the temporary
-    run folder are kept here, where a plain callback can reach them.
-    """
-
-    def __init__(self) -> None:
-        self.runner: Any = None
-        self.run_dir: Path | None = None
-        self.saved = False
-
-    def stop_runner(self) -> None:
-        runner, self.runner = self.runner, None
-        if runner is not None:
-            runner.terminate(timeout=2.0)
-
-    def drop_run_dir(self) -> None:
-        """Remove the temporary run folder unless its model was saved elsewhere... or in place."""
-        import shutil
-
-        run_dir, self.run_dir = self.run_dir, None
-        if run_dir is not None and not self.saved:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        self.saved = False
-
-    def shutdown(self, *_: Any) -> None:
-        from ..forest.tiles import drop_shared_cache
-
-        self.stop_runner()
-        self.drop_run_dir()
-        drop_shared_cache()  # the features kept for live refits (up to 1.5 GB) go with the panel
 
 
 class TrainWidget(QWidget):
@@ -93,7 +49,7 @@ class TrainWidget(QWidget):
         self._unticked: set[str] = set()
         # training stops and unsaved run folders go when the panel is removed, the viewer closes
         # (the panel is then deleted) or the application quits
-        self._guard = _RunGuard()
+        self._guard = _train_run.RunGuard()
         self.destroyed.connect(self._guard.shutdown)
         from qtpy.QtWidgets import QApplication
 
@@ -212,38 +168,10 @@ class TrainWidget(QWidget):
         self.patch_spin.setValue(d["patch"])
 
     def _refresh_layer_lists(self, *_: Any) -> None:
-        current = self.image_combo.currentText()
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        for layer in self.viewer.layers:
-            if layer.__class__.__name__ == "Image" and not layer.metadata.get(_layers.RESULT_KEY):
-                self.image_combo.addItem(layer.name)
-        idx = self.image_combo.findText(current)
-        if idx >= 0:
-            self.image_combo.setCurrentIndex(idx)
-        self.image_combo.blockSignals(False)
-        self._refresh_annotation_list()
+        _train_inputs.refresh_layer_lists(self)
 
     def _refresh_annotation_list(self, *_: Any) -> None:
-        # keep what the person unticked when layers come and go (e.g. result layers being added)
-        for i in range(self.annotation_list.count()):
-            it = self.annotation_list.item(i)
-            name = it.data(Qt.ItemDataRole.UserRole)
-            if it.checkState() == Qt.CheckState.Unchecked:
-                self._unticked.add(name)
-            else:
-                self._unticked.discard(name)
-        self.annotation_list.clear()
-        image = self.image_layer
-        if image is None:
-            return
-        for layer in _layers.annotation_layers_for(self.viewer, image):
-            item = QListWidgetItem(f"{layer.name}  [{layer.metadata.get(_layers.KIND_KEY)}]")
-            item.setData(Qt.ItemDataRole.UserRole, layer.name)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            unticked = layer.name in self._unticked
-            item.setCheckState(Qt.CheckState.Unchecked if unticked else Qt.CheckState.Checked)
-            self.annotation_list.addItem(item)
+        _train_inputs.refresh_annotation_list(self)
 
     @property
     def runner_mode(self) -> str:
@@ -256,13 +184,8 @@ class TrainWidget(QWidget):
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
 
     def selected_annotation_layers(self) -> list[Any]:
-        out = []
-        for i in range(self.annotation_list.count()):
-            it = self.annotation_list.item(i)
-            name = it.data(Qt.ItemDataRole.UserRole)
-            if it.checkState() == Qt.CheckState.Checked and name in self.viewer.layers:
-                out.append(self.viewer.layers[name])
-        return out
+        """The ticked annotation layers of the chosen image."""
+        return _train_inputs.selected_annotation_layers(self)
 
     def _set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running)
@@ -277,49 +200,7 @@ class TrainWidget(QWidget):
     # -- training ------------------------------------------------------------------------------------
     def training_config(self) -> dict:
         """The engine configuration the panel's settings describe."""
-        from ..engine import TrainConfig
-
-        spatial = self.spatial_combo.currentText()
-        sizes: dict[str, Any] = {"patch_size": (self.patch_spin.value(),) * 2, "batch_size": self.batch_spin.value(),
-                                 "model": {}, "log_every": 10}
-        if spatial == "3d":
-            # a cube of the 2D patch edge takes minutes per step on a CPU: sizes for the machine, and a
-            # progress report every (slow) step
-            from ..engine.sizing import sized_3d
-
-            shape = _layers.image_spatial_shape(self.image_layer) if self.image_layer is not None else None
-            sizes = {**sized_3d(self.patch_spin.value(), self.batch_spin.value(), self.device_combo.currentText(),
-                                shape, self.preset_combo.currentText()), "log_every": 1}
-        cfg = TrainConfig(
-            method=self.method_combo.currentText(),
-            preset=self.preset_combo.currentText(),
-            spatial=spatial,
-            iterations=self.iters_spin.value(),
-            lr=self.lr_spin.value(),
-            device=self.device_combo.currentText(),
-            preview_every_s=self.refresh_spin.value(),
-            output_dir=str(self._output_dir()),
-            method_params=self.method_params.values(),
-            time_budget_s=float(self.budget_spin.value()) or None,
-            **sizes,
-        )
-        if self.stain_aug_check.isChecked():
-            cfg.augment = {**cfg.augment, "hed": True}
-        return cfg.to_dict()
-
-    def _output_dir(self) -> Path:
-        import tempfile
-
-        from ..engine.model_folder import clean_stale_runs, new_run_folder
-
-        root = Path(tempfile.gettempdir()) / "labelfx-runs"
-        # unsaved runs of sessions that ended (a crash, kill -9) over a day ago: say what went where
-        removed = clean_stale_runs(root)
-        if removed:
-            from napari.utils.notifications import show_info
-
-            show_info(f"LabelFX: removed {len(removed)} unsaved run folder(s) of ended sessions from {root}")
-        return new_run_folder(root)
+        return _train_run.training_config(self)
 
     def start(self) -> None:
         """Collect annotations and start training in the background (errors become notifications)."""
@@ -332,66 +213,7 @@ class TrainWidget(QWidget):
             self._set_running(False)
 
     def _start(self) -> None:
-        from napari.utils.notifications import show_error, show_info
-
-        from ..engine.runner import TrainingJob, TrainingRunner, default_num_threads
-
-        if self.runner is not None and self.runner.running:
-            show_info("Training is already running.")
-            return
-        from ._multi import collect_run
-
-        try:  # this image, every annotated image or a project (the "Train on" choice)
-            run = collect_run(self)
-        except ValueError as exc:
-            show_error(f"LabelFX: {exc}")
-            return
-        items, class_names, multilabel, layers = run.items, run.class_names, run.multilabel, run.watched
-        # the previous run's temporary folder can no longer be saved from this panel once a new run
-        # replaces it: remove it now rather than let runs pile up under the temp folder
-        self._guard.stop_runner()
-        self._guard.drop_run_dir()
-        self.best_dir = self.last_dir = None
-        cfg = self.training_config()
-        self._guard.run_dir = Path(cfg["output_dir"])
-        from ..methods.suitability import item_kinds, kind_mismatch
-
-        mismatch = kind_mismatch(cfg["method"], item_kinds(items))
-        from napari.utils.notifications import show_warning
-
-        if mismatch:  # trains anyway (the person may know better), but not silently
-            show_warning(f"LabelFX: {mismatch}")
-        from ..data.label_warnings import training_data_warnings
-
-        for warning in training_data_warnings(items, class_names):  # trains anyway too, not silently
-            show_warning(f"LabelFX: {warning}")
-        job = TrainingJob(cfg, items, class_names, multilabel, num_threads=default_num_threads())
-        self.runner = TrainingRunner(job, mode=self.runner_mode)
-        self.plot.clear()
-        self.progress.setMaximum(cfg["iterations"])
-        self.progress.setValue(0)
-        self.first_preview_s = None
-        self.preview_count = 0
-        self._t_start = time.monotonic()
-        self._watch_layers(layers)
-        self._dirty = False
-        self.runner.start()
-        self._guard.runner = self.runner
-        self._run = run
-        for shown in {id(im): im for im in run.images if im is not None}.values():
-            _layers.ensure_result_layers(self.viewer, shown)
-        self._last_region = self._last_target = None
-        self._run_spatial = cfg["spatial"]
-        self._request_preview()
-        self._set_running(True)
-        self.pause_btn.setText("Pause")
-        self.status.setText(f"Starting {cfg['method']} training on {run.description} ...")
-        self.showing.setText("")
-        self._source = self._forest_dice = self._net_dice = None
-        self._poll_timer.start()
-        # the forest refits after each stroke (ilastik's live update): send new strokes at once
-        live = cfg["method"] in ("forest", "auto")
-        self._refresh_timer.start(LIVE_REFRESH_MS if live else int(self.refresh_spin.value() * 1000))
+        _train_run.start_run(self)
 
     def toggle_pause(self) -> None:
         if self.runner is None:
@@ -410,32 +232,13 @@ class TrainWidget(QWidget):
             self.status.setText("Stopping: saving the best model ...")
 
     def _watch_layers(self, layers: list[Any]) -> None:
-        for layer in layers:
-            if id(layer) in self._connected_layers:
-                continue
-            self._connected_layers.add(id(layer))
-            for ev in ("paint", "data", "set_data"):
-                emitter = getattr(layer.events, ev, None)
-                if emitter is not None:
-                    emitter.connect(self._mark_dirty)
+        _train_live.watch_layers(self, layers)
 
     def _mark_dirty(self, *_: Any) -> None:
         self._dirty = True
 
     def _request_preview(self) -> None:
-        """Tell the trainer which region is in view, when it changed: the trainer previews it after
-        the current step, then on its own schedule (within its preview time budget)."""
-        from ._multi import preview_target
-
-        target = preview_target(self) if self.runner is not None else None
-        if target is None:
-            return
-        index, image = target  # with several images: the one chosen in the panel, when it is trained on
-        region = _layers.visible_region(self.viewer, image)
-        if (index, region) == getattr(self, "_last_target", None):
-            return
-        self._last_region, self._last_target = region, (index, region)
-        self.runner.request_preview(index, tuple(slice(a, b) for a, b in region))
+        _train_live.request_preview(self)
 
     def _prefetch(self) -> None:
         from ._prefetch import prefetch_for_panel
@@ -449,40 +252,13 @@ class TrainWidget(QWidget):
             self._dims_timer.start(150)
 
     def _send_refresh(self) -> None:
-        """Every refresh interval: send newer annotations and the region in view to the trainer."""
-        if self.runner is None or not self.runner.running:
-            return
-        self._request_preview()
-        if not self._dirty:
-            return
-        self._dirty = False
-        from ._multi import refresh_items
-
-        try:
-            items = refresh_items(self)
-        except ValueError as exc:
-            from napari.utils.notifications import show_warning
-
-            show_warning(f"LabelFX: new annotations not sent: {exc}")
-            return
-        if items is not None:
-            self.runner.send_items(items)
+        _train_live.send_refresh(self)
 
     def _drain_updates(self) -> None:
-        if self.runner is None:
-            self._poll_timer.stop()
-            return
-        for upd in self.runner.poll(max_items=200):
-            self.apply_update(upd)
-        budget = self.budget_spin.value()
-        if budget and self.runner is not None and self.runner.running:
-            # a time limit: the bar moves with the clock too (a slow first step sends no progress)
-            self._set_progress_share((time.monotonic() - self._t_start) / budget)
+        _train_live.drain_updates(self)
 
     def _set_progress_share(self, share: float) -> None:
-        """Move the progress bar forward to ``share`` (0..1) of its range; it never goes back."""
-        top = self.progress.maximum()
-        self.progress.setValue(max(self.progress.value(), min(int(share * top), top)))
+        _train_live.set_progress_share(self, share)
 
     def apply_update(self, upd: Any) -> None:
         """Apply one trainer update to the panel and the result layers (main thread)."""
@@ -491,11 +267,7 @@ class TrainWidget(QWidget):
         apply_update(self, upd)
 
     def _finish(self, message: str) -> None:
-        self._poll_timer.stop()
-        self._refresh_timer.stop()
-        self._set_running(False)
-        self.pause_btn.setText("Pause")
-        self.status.setText(message)
+        _train_run.finish_run(self, message)
 
     # -- models --------------------------------------------------------------------------------------
     @property
@@ -504,54 +276,11 @@ class TrainWidget(QWidget):
 
     def save_model(self, folder: str | None = None) -> Path | None:
         """Copy the best model folder to ``folder`` (asks with a dialog when not given)."""
-        from napari.utils.notifications import show_error, show_info
-
-        if self.model_dir is None:
-            show_error("LabelFX: no model yet: train or load one first.")
-            return None
-        if folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Save model to folder")
-            if not folder:
-                return None
-        from ..engine.model_folder import copy_model_folder
-
-        # never deletes the person's files: a non-empty folder that is not a model gets a subfolder
-        try:
-            dest = copy_model_folder(self.model_dir, folder)
-        except Exception as exc:  # GUI boundary: a notification, never an escaped exception
-            show_error(f"LabelFX: model not saved: {exc}")
-            return None
-        run_dir = self._guard.run_dir
-        if run_dir is not None and (dest == run_dir or run_dir in dest.parents):
-            self._guard.saved = True  # saved inside the run folder: it is the person's now
-        show_info(f"LabelFX: model saved to {dest}")
-        return dest
+        return _train_models.save_model(self, folder)
 
     def load_model(self, folder: str | None = None) -> None:
         """Use a saved model folder for Predict."""
-        from napari.utils.notifications import show_error, show_info
-
-        from ..models.checkpoint import load_model
-
-        if folder is None:
-            from ._export import model_source_dialog
-
-            folder = model_source_dialog(self)  # a model folder or a bioimage.io package
-            if not folder:
-                return
-        try:
-            from ._export import panel_model_source
-
-            folder, foreign = panel_model_source(folder)
-            if not foreign:
-                load_model(folder)
-        except Exception as exc:  # GUI boundary: any failure (even out of memory) is a notification
-            show_error(f"LabelFX: cannot load model from {folder}: {exc}")
-            return
-        self.loaded_model_dir = Path(folder)
-        self.best_dir = self.last_dir = None
-        show_info(f"LabelFX: model loaded from {folder}")
-        self.status.setText(f"Model: {folder}")
+        _train_models.load_model(self, folder)
 
     def export_model(self, out: str | None = None, fmt: str | None = None) -> Any:
         """Export the current model (bioimage.io / ONNX / TorchScript) in a worker; see ``_export``."""
@@ -580,24 +309,11 @@ class TrainWidget(QWidget):
 
     def accept_result(self, layer: Any = None, kind: str = "strong") -> Any:
         """Copy a plugin result Labels layer into a new annotation layer the person can edit."""
-        from napari.utils.notifications import show_error
-
-        layer = layer or self.viewer.layers.selection.active
-        if layer is None or layer.__class__.__name__ != "Labels" or not layer.metadata.get(_layers.RESULT_KEY):
-            show_error("LabelFX: select a prediction or pseudo-label layer (a Labels layer made by LabelFX).")
-            return None
-        new = _layers.accept_result_layer(self.viewer, layer, kind)
-        self._accepted.append(new.name)
-        self._refresh_annotation_list()
-        return new
+        return _train_models.accept_result(self, layer, kind)
 
     def undo_accept(self) -> None:
         """Remove the most recently accepted layer (the person's own layers are never touched)."""
-        while self._accepted:
-            name = self._accepted.pop()
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-                break
+        _train_models.undo_accept(self)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         self._guard.shutdown()
