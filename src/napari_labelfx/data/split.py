@@ -328,8 +328,8 @@ def _tile_windows(item_index: int, known: np.ndarray, patch: tuple[int, ...], sl
         axes.append(sorted(set(starts)))
     covered = np.zeros_like(known, dtype=bool)
     out = []
-    for start in np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(win)):
-        start = tuple(int(s) for s in start)
+    for corner in np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(win)):
+        start = tuple(int(s) for s in corner)
         mask = crop_pad(known, start, win, False) & ~crop_pad(covered, start, win, True)
         if not mask.any():
             continue
