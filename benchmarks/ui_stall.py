@@ -141,7 +141,7 @@ def _wait(app, seconds: float, cond=None) -> None:
         time.sleep(0.002)
 
 
-def run_widget(mode: str, seconds: float, size: int, iters: int) -> dict:
+def run_widget(mode: str, seconds: float, size: int, iters: int, trace: bool = False) -> dict:
     from qtpy.QtWidgets import QApplication
 
     from napari_labelfx.engine.updates import UpdateKind
@@ -166,7 +166,7 @@ def run_widget(mode: str, seconds: float, size: int, iters: int) -> dict:
 
     w.apply_update = spy
     _wait(app, 1.0)
-    meter = StallMeter()
+    meter = StallMeter(trace=trace)
     meter.start()
     t0 = time.monotonic()
     w.start()
@@ -234,6 +234,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--iters", type=int, default=100000, help="large: training runs for the whole window")
     ap.add_argument("--modes", default="process,thread")
+    ap.add_argument("--trace", action="store_true", help="name the stacks of the longest stalls (panel runs)")
     args = ap.parse_args()
     if not os.environ.get("DISPLAY"):
         print("run under a display, e.g. xvfb-run -a", file=sys.stderr)
@@ -241,7 +242,7 @@ def main() -> int:
     results = [run_main_thread(args.seconds, args.size, args.iters)]
     ref = results[0]["its_per_s"]
     for mode in args.modes.split(","):
-        r = run_widget(mode, args.seconds, args.size, args.iters)
+        r = run_widget(mode, args.seconds, args.size, args.iters, args.trace)
         r["its_ratio_vs_main_thread"] = round(r["its_per_s"] / ref, 3) if (ref and r["its_per_s"]) else None
         results.append(r)
     out = {"benchmark": "ui_stall", "image": f"{args.size}x{args.size}", "seconds": args.seconds,
