@@ -100,7 +100,10 @@ def predict_probabilities(
     spatial = image.shape[1:]
     limit = MAX_DIRECT_2D if len(spatial) == 2 else MAX_DIRECT_3D
     if int(np.prod(spatial)) <= limit:
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(device)
+        arr = np.ascontiguousarray(image, dtype=np.float32)
+        if not arr.flags.writeable:  # a shared, read-only normalised image: torch wants its own (small) copy
+            arr = arr.copy()
+        x = torch.from_numpy(arr)[None].to(device)
         return forward_probabilities(model, x, multilabel, amp)[0].cpu().numpy()
     from ..inference import sliding_window_predict
 
