@@ -263,3 +263,25 @@ def test_3d_defaults_fit_a_cpu_and_report_from_the_first_step(make_napari_viewer
     assert any(u.kind == UpdateKind.PREVIEW for u in seen)
     assert 3 < MIN_PREVIEW_ITERATIONS_3D and w.preview_count == 0
     assert not np.asarray(viewer.layers["vol prediction"].data).any()  # nothing flooded the slice
+
+
+def test_loss_plot_draws_a_burst_of_points_once(qtbot, monkeypatch):
+    """Item 9: a redraw renders every label on the main thread; points arriving together draw once at the
+    end of the interval, and a point after a quiet spell is drawn at once."""
+    from napari_labelfx.widgets import _plot
+
+    monkeypatch.setattr(_plot, "REDRAW_MS", 200)
+    plot = _plot.LossPlot()
+    qtbot.addWidget(plot)
+    draws = []
+    real = plot._draw_now
+    monkeypatch.setattr(plot, "_draw_now", lambda: (draws.append(len(plot.train)), real()))
+    plot.clear()
+    for i in range(20):
+        plot.add_train(i, 1.0 / (i + 1))
+    assert draws == [0, 1]  # the cleared plot, then the first point at once
+    qtbot.waitUntil(lambda: draws[-1] == 20, timeout=3000)  # the rest together, once
+    assert draws == [0, 1, 20]
+    qtbot.wait(400)
+    plot.add_train(21, 0.01)  # after a quiet spell: drawn at once
+    assert draws[-1] == 21 and len(plot.ax.lines[0].get_xdata()) == 21
