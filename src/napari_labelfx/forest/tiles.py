@@ -104,7 +104,9 @@ class FeatureCache:
 
         A 3D tile of 32x128x128 reads 154x250x250 voxels with the default halo (61): on a 60x256x256 volume
         every tile computed nearly the whole volume, eight times over. Only images whose features fit in
-        half the cache take this path (the copies into tiles briefly double them).
+        the cache take this path. The tiles are views of the one result (no copy): its memory is freed
+        when the last of them leaves the cache, so memory can exceed the cache's budget by at most one
+        image's features.
         """
         spatial = tuple(int(s) for s in image.shape[1:])
         if len(region) != len(spatial) or any(s.start is None or s.stop is None for s in region) or any(
@@ -114,12 +116,10 @@ class FeatureCache:
         wide = int(np.prod([min(d, s.stop + h) - max(0, s.start - h) for s, d in zip(region, spatial)]))
         n = int(np.prod(spatial))
         tiles = image_tiles(spatial)
-        if len(tiles) < 2 or 2 * wide < n or 2 * self.bank.n_features(int(image.shape[0])) * n * 4 > self.max_bytes:
+        if len(tiles) < 2 or 2 * wide < n or self.bank.n_features(int(image.shape[0])) * n * 4 > self.max_bytes:
             return None
         feats = self.bank.compute_region(image, tuple(slice(0, d) for d in spatial))
-        out = [(tile, np.ascontiguousarray(feats[(slice(None), *tile)])) for tile in tiles]
-        del feats
-        return out
+        return [(tile, feats[(slice(None), *tile)]) for tile in tiles]
 
     def has(self, digest: str, region: tuple[slice, ...]) -> bool:
         """Whether the features of ``region`` of the image ``digest`` are cached."""
