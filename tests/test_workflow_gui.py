@@ -65,9 +65,16 @@ def test_sample_volume_trained_on_slices_predicted_whole_with_objects(make_napar
     assert w.spatial_combo.currentText() == "2d"
     viewer.layers.selection.active = strong  # the person is painting
     seen = _record(w)
-    w.start()
-    # Start keeps the person's layer active (the new result layers do not take the brush)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w.start()
+    # Start keeps the person's layer active (the new result layers do not take the brush), through
+    # napari's public API only (napari warns when a plugin touches its private attributes)
     assert viewer.layers.selection.active is strong
+    assert list(viewer.layers.selection) == [strong]
+    assert not [c for c in caught if "Private attribute access" in str(c.message)], [str(c.message) for c in caught]
     # the preview follows the slice in view
     depth = image.data.shape[0]
     viewer.dims.set_current_step(0, 5)
