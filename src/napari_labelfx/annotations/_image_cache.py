@@ -3,8 +3,8 @@
 A live session rebuilds the training items after every stroke; the image has not changed, but its
 percentile normalisation took 0.2-0.5 s of the viewer's main thread each time on a 512x512 image under
 load (the sort behind the percentiles). The cache holds a few recent results keyed by the source array's
-identity, checked against a weak reference (a new array at a recycled address is a miss) and a sparse
-sample of its values (an image edited in place is a miss too).
+identity, checked against a weak reference (a new array at a recycled address is a miss) and the
+fingerprint of its values that the forest's feature cache uses too (an image edited in place is a miss).
 """
 from __future__ import annotations
 
@@ -15,18 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from ..core.fingerprint import image_digest
+
 #: Most images kept (a session trains on a few open images at once).
 MAX_ENTRIES = 8
-#: Values sampled for the fingerprint (evenly spaced over the flattened array).
-SAMPLE = 4096
 
-_entries: OrderedDict[tuple, tuple[Any, bytes, np.ndarray]] = OrderedDict()
-
-
-def _fingerprint(arr: np.ndarray) -> bytes:
-    flat = arr.reshape(-1)
-    step = max(1, flat.size // SAMPLE)
-    return np.ascontiguousarray(flat[::step]).tobytes()
+_entries: OrderedDict[tuple, tuple[Any, str, np.ndarray]] = OrderedDict()
 
 
 def cached_view(image: Any, axes: str, normalise: bool, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -38,7 +32,7 @@ def cached_view(image: Any, axes: str, normalise: bool, compute: Callable[[], np
     if not isinstance(image, np.ndarray):
         return compute()
     key = (id(image), image.shape, image.dtype.str, axes, normalise)
-    fp = _fingerprint(image)
+    fp = image_digest(image)
     hit = _entries.get(key)
     if hit is not None:
         ref, old_fp, result = hit

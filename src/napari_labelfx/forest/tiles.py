@@ -6,7 +6,6 @@ refits after each stroke reuse them.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.fingerprint import image_digest
 from .classifier import PixelForest
 from .features import FilterBank, tile_grid
 
@@ -25,15 +25,6 @@ WHOLE_IMAGE_BYTES = 1_200_000_000
 MAX_TILES = 24
 #: Bytes of features the cache keeps by default.
 CACHE_BYTES = 1_500_000_000
-
-
-def image_digest(image: np.ndarray) -> str:
-    """A cheap fingerprint of an image (shape, dtype and a strided subsample) to key cached features."""
-    arr = np.asarray(image)
-    h = hashlib.sha1(repr((arr.shape, str(arr.dtype))).encode())
-    step = max(1, int(round((arr.size / 200_000) ** (1.0 / max(arr.ndim, 1)))))
-    h.update(np.ascontiguousarray(arr[tuple(slice(None, None, step) for _ in range(arr.ndim))]).tobytes())
-    return h.hexdigest()
 
 
 class FeatureCache:
